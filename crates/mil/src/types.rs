@@ -102,9 +102,15 @@ pub enum ValueType {
     /// An iOS18 state wrapping a tensor type (`read_state` / `write_state`).
     State(TensorType),
     /// A list of `elem` values with an optional fixed length.
-    List { elem: Box<ValueType>, length: Option<Dim> },
+    List {
+        elem: Box<ValueType>,
+        length: Option<Dim>,
+    },
     Tuple(Vec<ValueType>),
-    Dict { key: Box<ValueType>, value: Box<ValueType> },
+    Dict {
+        key: Box<ValueType>,
+        value: Box<ValueType>,
+    },
 }
 
 impl ValueType {

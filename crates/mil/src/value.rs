@@ -48,7 +48,8 @@ impl Buffer {
 
     /// True if both buffers are the same allocation (a cheap identity test, not content equality).
     pub fn ptr_eq(&self, other: &Buffer) -> bool {
-        std::ptr::eq(self.as_bytes().as_ptr(), other.as_bytes().as_ptr()) && self.len() == other.len()
+        std::ptr::eq(self.as_bytes().as_ptr(), other.as_bytes().as_ptr())
+            && self.len() == other.len()
     }
 }
 
@@ -77,13 +78,25 @@ pub enum ValueError {
     #[error("tensor of type {ty} needs a static shape")]
     DynamicShape { ty: TensorType },
     #[error("tensor of type {ty} needs {expected} bytes of data, got {found}")]
-    ByteLength { ty: TensorType, expected: usize, found: usize },
+    ByteLength {
+        ty: TensorType,
+        expected: usize,
+        found: usize,
+    },
     #[error("tensor of type {ty} needs {expected} strings, got {found}")]
-    StringCount { ty: TensorType, expected: usize, found: usize },
+    StringCount {
+        ty: TensorType,
+        expected: usize,
+        found: usize,
+    },
     #[error("dtype {dtype} cannot be read as {wanted}")]
     Unsupported { dtype: DType, wanted: &'static str },
     #[error("shape {shape:?} has {expected} elements but {found} values were given")]
-    ElementCount { shape: Vec<usize>, expected: usize, found: usize },
+    ElementCount {
+        shape: Vec<usize>,
+        expected: usize,
+        found: usize,
+    },
 }
 
 /// The payload of a tensor literal.
@@ -339,7 +352,10 @@ impl TensorValue {
                 self.unpack_unsigned()?.into_iter().map(f32::from).collect()
             }
             d @ (DType::Str | DType::F8E4M3Fn | DType::F8E5M2) => {
-                return Err(ValueError::Unsupported { dtype: d, wanted: "f32" });
+                return Err(ValueError::Unsupported {
+                    dtype: d,
+                    wanted: "f32",
+                });
             }
         })
     }
@@ -427,7 +443,10 @@ pub enum Value {
     Tensor(TensorValue),
     Tuple(Vec<Value>),
     /// A list with its element type.
-    List { elem: ValueType, values: Vec<Value> },
+    List {
+        elem: ValueType,
+        values: Vec<Value>,
+    },
     /// A dictionary with its key and value types, entries in stored order.
     Dict {
         key: ValueType,
@@ -499,7 +518,11 @@ mod tests {
         let ty = TensorType::new(DType::F16, &[3]);
         assert!(matches!(
             TensorValue::from_bytes(ty, vec![0u8; 5]),
-            Err(ValueError::ByteLength { expected: 6, found: 5, .. })
+            Err(ValueError::ByteLength {
+                expected: 6,
+                found: 5,
+                ..
+            })
         ));
     }
 }
