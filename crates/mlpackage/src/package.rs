@@ -1,0 +1,430 @@
+//! Reading and writing whole `.mlpackage` directories.
+//!
+//! ```text
+//! X.mlpackage/
+//! ├── Manifest.json
+//! └── Data/com.apple.CoreML/
+//!     ├── model.mlmodel        CoreML.Specification.Model (specificationVersion, description, mlProgram)
+//!     └── weights/weight.bin   blob storage (only written when the program has blob literals)
+//! ```
+//! Writing is atomic: everything is built (and fsynced) in a temporary directory beside the
+//! destination, which is renamed into place at the end; an existing destination is refused unless
+//! [`WriteOptions::overwrite`] is set, in which case it is moved aside, replaced and then deleted.
+//! On error the temporary directory is removed and the destination is untouched.
+//!
+//! Output is deterministic: the same [`Package`] gives byte-identical files (BTreeMap proto maps,
+//! blobs in program order, name-derived manifest identifiers, no timestamps).
+//!
+//! Reading validates the manifest (and that its item paths exist), decodes the model, checks that
+//! it is an ML Program with a known specification version, memory-maps and validates `weight.bin`,
+//! lifts the program (tensor payloads stay zero-copy slices of the map) and decodes the description.
+//! Unknown op types are not rejected here — run the `mil` validator for that.
+
+use crate::convert::lift::Lifter;
+use crate::convert::lower::Lowerer;
+use crate::description::Description;
+use crate::error::{PackageError, WeightsError};
+use crate::manifest::{MODEL_ITEM_PATH, Manifest, WEIGHTS_ITEM_PATH};
+use crate::weights::{BlobReader, BlobWriter};
+use coreml_proto::specification::{self as spec, model};
+use coreml_proto::{SPEC_VERSION_IOS18, opset_for_spec_version};
+use mil::{Buffer, Program};
+use prost::Message;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// A model package in memory: the program, its description and the specification version.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Package {
+    /// The MIL program (tensor literals read from disk are zero-copy slices of `weight.bin`).
+    pub program: Program,
+    /// The model description (interface and metadata).
+    pub description: Description,
+    /// `Model.specificationVersion` ([`SPEC_VERSION_IOS18`] = 9 by default).
+    pub spec_version: i32,
+}
+
+impl Package {
+    /// A package for iOS 18 (specification version 9).
+    pub fn new(program: Program, description: Description) -> Package {
+        Package {
+            program,
+            description,
+            spec_version: SPEC_VERSION_IOS18,
+        }
+    }
+}
+
+/// Options of [`write_package`].
+#[derive(Clone, Debug, Default)]
+pub struct WriteOptions {
+    /// Replace an existing destination (atomically as far as the file system allows).
+    pub overwrite: bool,
+}
+
+/// What [`write_package`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteReport {
+    /// The package directory.
+    pub path: PathBuf,
+    /// Size of `model.mlmodel`.
+    pub model_bytes: u64,
+    /// Size of `weight.bin` (0 when absent).
+    pub weight_bytes: u64,
+    /// Distinct blobs in `weight.bin`.
+    pub blob_count: u32,
+    /// Blob references in the program (≥ `blob_count`; the difference was deduplicated).
+    pub blob_references: usize,
+}
+
+/// Paths inside a package.
+fn manifest_path(pkg: &Path) -> PathBuf {
+    pkg.join("Manifest.json")
+}
+
+fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, PackageError> {
+    r.map_err(|e| PackageError::io(path, e))
+}
+
+fn sync_dir(path: &Path) -> Result<(), PackageError> {
+    // Directory fsync makes the renames durable; not supported everywhere, so best effort only on
+    // platforms where opening a directory fails.
+    match File::open(path) {
+        Ok(d) => io(path, d.sync_all()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Encode the `Model` proto of a package (blob literals go to `sink`).
+fn encode_model(
+    pkg: &Package,
+    model_path: &Path,
+    sink: &mut dyn FnMut(&mil::TensorValue) -> Result<u64, WeightsError>,
+) -> Result<Vec<u8>, PackageError> {
+    if opset_for_spec_version(pkg.spec_version).is_none() {
+        return Err(PackageError::SpecVersion {
+            path: model_path.to_path_buf(),
+            found: pkg.spec_version,
+        });
+    }
+    pkg.description
+        .check(&pkg.program)
+        .map_err(|source| PackageError::Description {
+            path: model_path.to_path_buf(),
+            source,
+        })?;
+    let mut lowerer = Lowerer {
+        spec_version: pkg.spec_version,
+        sink,
+    };
+    let program = lowerer
+        .program(&pkg.program)
+        .map_err(|e| PackageError::Program {
+            path: model_path.to_path_buf(),
+            location: e.location,
+            source: e.error,
+        })?;
+    let model = spec::Model {
+        specification_version: pkg.spec_version,
+        description: Some(pkg.description.to_proto()),
+        is_updatable: false,
+        r#type: Some(model::Type::MlProgram(program)),
+    };
+    Ok(model.encode_to_vec())
+}
+
+/// Encode a package in memory: the `model.mlmodel` bytes and the `weight.bin` bytes (`None` when
+/// the program has no blob literals). Same bytes as [`write_package`] writes.
+pub fn encode_in_memory(pkg: &Package) -> Result<(Vec<u8>, Option<Buffer>), PackageError> {
+    let model_path = Path::new("Data").join(MODEL_ITEM_PATH);
+    let weight_path = Path::new("Data").join(WEIGHTS_ITEM_PATH).join("weight.bin");
+    let wrap = |source: WeightsError| PackageError::Weights {
+        path: weight_path.clone(),
+        source,
+    };
+    let mut blobs = BlobWriter::new(std::io::Cursor::new(Vec::new())).map_err(wrap)?;
+    let model = encode_model(pkg, &model_path, &mut |t: &mil::TensorValue| {
+        blobs.write_tensor(t)
+    })?;
+    let weights = if blobs.is_empty() {
+        None
+    } else {
+        Some(Buffer::from_vec(blobs.finish().map_err(wrap)?.into_inner()))
+    };
+    Ok((model, weights))
+}
+
+/// Build the package content inside `dir` (an empty directory).
+fn build(pkg: &Package, dir: &Path, report: &mut WriteReport) -> Result<(), PackageError> {
+    let data = dir.join("Data");
+    let model_path = data.join(MODEL_ITEM_PATH);
+    let weights_dir = data.join(WEIGHTS_ITEM_PATH);
+    io(&weights_dir, fs::create_dir_all(&weights_dir))?;
+    let weight_path = weights_dir.join("weight.bin");
+
+    let file = io(&weight_path, File::create(&weight_path))?;
+    let wrap = |source: WeightsError| PackageError::Weights {
+        path: weight_path.clone(),
+        source,
+    };
+    let mut blobs = BlobWriter::new(BufWriter::new(file)).map_err(wrap)?;
+    let bytes = encode_model(pkg, &model_path, &mut |t: &mil::TensorValue| {
+        blobs.write_tensor(t)
+    })?;
+    report.blob_count = blobs.blob_count();
+    report.blob_references = blobs.references();
+    if blobs.is_empty() {
+        drop(blobs);
+        io(&weight_path, fs::remove_file(&weight_path))?;
+    } else {
+        report.weight_bytes = blobs.len();
+        let out = blobs.finish().map_err(wrap)?;
+        let file = out
+            .into_inner()
+            .map_err(|e| PackageError::io(&weight_path, e.into_error()))?;
+        io(&weight_path, file.sync_all())?;
+    }
+
+    report.model_bytes = bytes.len() as u64;
+    write_synced(&model_path, &bytes)?;
+    write_synced(
+        &manifest_path(dir),
+        Manifest::standard().to_json().as_bytes(),
+    )?;
+    let model_dir = model_path.parent().unwrap_or(&data);
+    for d in [weights_dir.as_path(), model_dir, data.as_path(), dir] {
+        sync_dir(d)?;
+    }
+    Ok(())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PackageError> {
+    let mut f = io(path, File::create(path))?;
+    io(path, f.write_all(bytes))?;
+    io(path, f.sync_all())
+}
+
+/// Write a package to `dest` (a `.mlpackage` directory), atomically.
+pub fn write_package(
+    pkg: &Package,
+    dest: &Path,
+    options: &WriteOptions,
+) -> Result<WriteReport, PackageError> {
+    let exists = dest.symlink_metadata().is_ok();
+    if exists && !options.overwrite {
+        return Err(PackageError::DestinationExists {
+            path: dest.to_path_buf(),
+        });
+    }
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "package".into());
+    let tmp = io(
+        &parent,
+        tempfile::Builder::new()
+            .prefix(&format!(".{name}.tmp-"))
+            .tempdir_in(&parent),
+    )?;
+    let mut report = WriteReport {
+        path: dest.to_path_buf(),
+        model_bytes: 0,
+        weight_bytes: 0,
+        blob_count: 0,
+        blob_references: 0,
+    };
+    build(pkg, tmp.path(), &mut report)?;
+
+    if exists {
+        // Move the old package aside, put the new one in place, then delete the old one.
+        let old = io(
+            &parent,
+            tempfile::Builder::new()
+                .prefix(&format!(".{name}.old-"))
+                .tempdir_in(&parent),
+        )?;
+        let aside = old.path().join("old");
+        io(dest, fs::rename(dest, &aside))?;
+        if let Err(e) = fs::rename(tmp.path(), dest) {
+            let _ = fs::rename(&aside, dest);
+            return Err(PackageError::io(dest, e));
+        }
+        // `old` (holding the previous package) is removed when dropped.
+        drop(old);
+    } else {
+        io(dest, fs::rename(tmp.path(), dest))?;
+    }
+    // The temporary directory now is the package: do not delete it.
+    let _ = tmp.keep();
+    sync_dir(&parent)?;
+    Ok(report)
+}
+
+/// Decode a package from its three files' bytes (no file system access; used by the fuzzer).
+/// `weights` is the content of `weight.bin`, if present. Item paths of the manifest are validated
+/// syntactically; the root item must be the standard `com.apple.CoreML/model.mlmodel`.
+pub fn read_package_from_parts(
+    manifest: &[u8],
+    model: &[u8],
+    weights: Option<Buffer>,
+) -> Result<Package, PackageError> {
+    let manifest_file = PathBuf::from("Manifest.json");
+    let m = Manifest::parse(manifest).map_err(|source| PackageError::Manifest {
+        path: manifest_file.clone(),
+        source,
+    })?;
+    if m.root_item().map(|i| i.path.as_str()) != Some(MODEL_ITEM_PATH) {
+        return Err(PackageError::Manifest {
+            path: manifest_file,
+            source: crate::error::ManifestError::ItemMissing {
+                id: m.root.clone(),
+                path: MODEL_ITEM_PATH.into(),
+            },
+        });
+    }
+    let weight_path = PathBuf::from("Data")
+        .join(WEIGHTS_ITEM_PATH)
+        .join("weight.bin");
+    let reader = weights
+        .map(|b| {
+            BlobReader::from_buffer(b).map_err(|source| PackageError::Weights {
+                path: weight_path.clone(),
+                source,
+            })
+        })
+        .transpose()?;
+    decode(
+        &PathBuf::from("Data").join(MODEL_ITEM_PATH),
+        model,
+        reader.as_ref(),
+    )
+}
+
+/// Decode and check `model.mlmodel` bytes into a `Model` proto that holds an ML Program.
+fn decode_spec(model_path: &Path, bytes: &[u8]) -> Result<spec::Model, PackageError> {
+    let model = spec::Model::decode(bytes).map_err(|source| PackageError::Decode {
+        path: model_path.to_path_buf(),
+        source,
+    })?;
+    if opset_for_spec_version(model.specification_version).is_none() {
+        return Err(PackageError::SpecVersion {
+            path: model_path.to_path_buf(),
+            found: model.specification_version,
+        });
+    }
+    if model.is_updatable {
+        return Err(PackageError::NotMlProgram {
+            path: model_path.to_path_buf(),
+            what: "updatable models are not supported".into(),
+        });
+    }
+    match &model.r#type {
+        Some(model::Type::MlProgram(_)) => Ok(model),
+        Some(_) => Err(PackageError::NotMlProgram {
+            path: model_path.to_path_buf(),
+            what: "the model is not an ML Program (Model.Type is not mlProgram)".into(),
+        }),
+        None => Err(PackageError::NotMlProgram {
+            path: model_path.to_path_buf(),
+            what: "the model has no type (Model.Type is empty)".into(),
+        }),
+    }
+}
+
+fn decode(
+    model_path: &Path,
+    bytes: &[u8],
+    blobs: Option<&BlobReader>,
+) -> Result<Package, PackageError> {
+    let model = decode_spec(model_path, bytes)?;
+    let Some(model::Type::MlProgram(program)) = &model.r#type else {
+        return Err(PackageError::NotMlProgram {
+            path: model_path.to_path_buf(),
+            what: "the model is not an ML Program".into(),
+        });
+    };
+    let program = Lifter { blobs }
+        .program(program)
+        .map_err(|e| PackageError::Program {
+            path: model_path.to_path_buf(),
+            location: e.location,
+            source: e.error,
+        })?;
+    let description = model
+        .description
+        .as_ref()
+        .map(Description::from_proto)
+        .transpose()
+        .map_err(|source| PackageError::Description {
+            path: model_path.to_path_buf(),
+            source,
+        })?
+        .unwrap_or_default();
+    Ok(Package {
+        program,
+        description,
+        spec_version: model.specification_version,
+    })
+}
+
+/// Read and validate the manifest of a package; returns it with the model file's path.
+fn open_manifest(pkg: &Path) -> Result<(Manifest, PathBuf), PackageError> {
+    let mpath = manifest_path(pkg);
+    let bytes = io(&mpath, fs::read(&mpath))?;
+    let manifest = Manifest::parse(&bytes).map_err(|source| PackageError::Manifest {
+        path: mpath.clone(),
+        source,
+    })?;
+    let data = pkg.join("Data");
+    for (id, item) in &manifest.items {
+        if !data.join(&item.path).exists() {
+            return Err(PackageError::Manifest {
+                path: mpath,
+                source: crate::error::ManifestError::ItemMissing {
+                    id: id.clone(),
+                    path: item.path.clone(),
+                },
+            });
+        }
+    }
+    let root = manifest.root_item().map(|i| data.join(&i.path));
+    match root {
+        Some(p) if p.is_file() => Ok((manifest, p)),
+        _ => Err(PackageError::Manifest {
+            path: mpath,
+            source: crate::error::ManifestError::ItemMissing {
+                id: manifest.root.clone(),
+                path: manifest
+                    .root_item()
+                    .map(|i| i.path.clone())
+                    .unwrap_or_default(),
+            },
+        }),
+    }
+}
+
+/// Read only the `Model` proto of a package (manifest validated, weights not opened).
+pub fn read_package_spec(pkg: &Path) -> Result<spec::Model, PackageError> {
+    let (_, model_path) = open_manifest(pkg)?;
+    let bytes = io(&model_path, fs::read(&model_path))?;
+    decode_spec(&model_path, &bytes)
+}
+
+/// Read a package: manifest, model, weights (memory-mapped, zero copy) and description.
+pub fn read_package(pkg: &Path) -> Result<Package, PackageError> {
+    let (_, model_path) = open_manifest(pkg)?;
+    let bytes = io(&model_path, fs::read(&model_path))?;
+    // `@model_path` is the directory holding model.mlmodel.
+    let weight_path = model_path.with_file_name("weights").join("weight.bin");
+    let reader = if weight_path.is_file() {
+        Some(BlobReader::open(&weight_path)?)
+    } else {
+        None
+    };
+    decode(&model_path, &bytes, reader.as_ref())
+}
