@@ -1,0 +1,32 @@
+//! `mil-runtime`: run MIL programs on the CPU (and, on Apple targets, through Core ML) behind one
+//! [`Backend`] trait.
+//!
+//! * [`tensor`]: the runtime [`Tensor`] (fp16 stays f16; the fp16 emulation model is "one rounding
+//!   per op output", see the module doc);
+//! * [`interp`]: the [`Interpreter`] — load-time compilation (op support check, const and
+//!   constexpr evaluation, last-use analysis), signature checks, `run` / `run_with_taps`;
+//! * [`ops`]: one kernel module per op family, each with a spec sheet;
+//! * [`backend`]: the object-safe [`Backend`] trait and the CPU implementation;
+//! * `coreml` (Apple targets, feature `coreml`): the Core ML backend.
+//!
+//! Architecture invariant: this crate never sees `gemma4`; it only knows MIL programs (built in
+//! memory or read back from an `.mlpackage`), so parity compares two independent implementations.
+
+pub mod backend;
+pub mod chunkset;
+pub mod error;
+pub mod interp;
+pub mod ops;
+pub mod parity;
+pub mod tensor;
+
+#[cfg(all(target_vendor = "apple", feature = "coreml"))]
+pub mod coreml;
+
+pub use backend::{
+    Backend, BackendKind, ComputeUnits, CpuBackend, IoSpec, LoadOptions, Signature, TensorMap,
+    load_backend, signature_of,
+};
+pub use error::{KernelError, RuntimeError};
+pub use interp::{InputSpec, Interpreter, Profile};
+pub use tensor::{Tensor, TensorData};
