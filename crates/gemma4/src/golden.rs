@@ -1,0 +1,130 @@
+//! Golden files made by HF transformers (spec/cli-contract.md, "Golden file").
+//!
+//! | key | dtype, shape |
+//! |---|---|
+//! | `input_ids` | i64 `[1, S]` (BOS first) |
+//! | `logits` | f32 `[1, S, V]` |
+//! | `decode_input_ids` | i64 `[N]` (fed at positions S..S+N−1) |
+//! | `decode_logits` | f32 `[N, V]` |
+//! | `final_hidden` (optional) | f32 `[S, H]` |
+//! | `layer_outputs` (optional) | f32 `[L, S, H]` |
+//!
+//! Shapes are checked against each other on load; token ids must fit in `u32`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::st::StFile;
+
+/// A loaded golden file.
+#[derive(Debug, Clone)]
+pub struct Golden {
+    /// File it came from.
+    pub path: PathBuf,
+    /// Prompt ids (S).
+    pub input_ids: Vec<u32>,
+    /// Vocabulary size V.
+    pub vocab: usize,
+    /// Prefill logits, row-major `[S, V]`.
+    pub logits: Vec<f32>,
+    /// Greedy decode ids (N).
+    pub decode_input_ids: Vec<u32>,
+    /// Decode logits, row-major `[N, V]`.
+    pub decode_logits: Vec<f32>,
+    /// `(H, [S, H] row-major)` if present.
+    pub final_hidden: Option<(usize, Vec<f32>)>,
+    /// `(L, H, [L, S, H] row-major)` if present.
+    pub layer_outputs: Option<(usize, usize, Vec<f32>)>,
+    /// The safetensors `__metadata__` (generator versions, seed, …).
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Golden {
+    /// Load and cross-check a golden safetensors file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Golden> {
+        let path = path.as_ref();
+        let f = StFile::open(path)?;
+        let bad = |tensor: &str, reason: String| Error::Inconsistent {
+            file: path.to_path_buf(),
+            tensor: tensor.to_string(),
+            reason,
+        };
+        let ids = |name: &str| -> Result<(Vec<usize>, Vec<u32>)> {
+            let (shape, v) = f.read_i64(name)?;
+            let v = v
+                .iter()
+                .map(|&x| {
+                    u32::try_from(x).map_err(|_| bad(name, format!("token id {x} out of range")))
+                })
+                .collect::<Result<Vec<u32>>>()?;
+            Ok((shape, v))
+        };
+        let (ishape, input_ids) = ids("input_ids")?;
+        if ishape.len() != 2 || ishape[0] != 1 {
+            return Err(bad(
+                "input_ids",
+                format!("shape {ishape:?}, expected [1, S]"),
+            ));
+        }
+        let s = input_ids.len();
+        let (lshape, logits) = f.read_f32("logits")?;
+        if lshape.len() != 3 || lshape[0] != 1 || lshape[1] != s {
+            return Err(bad(
+                "logits",
+                format!("shape {lshape:?}, expected [1, {s}, V]"),
+            ));
+        }
+        let vocab = lshape[2];
+        let (dshape, decode_input_ids) = ids("decode_input_ids")?;
+        if dshape.len() != 1 {
+            return Err(bad(
+                "decode_input_ids",
+                format!("shape {dshape:?}, expected [N]"),
+            ));
+        }
+        let n = decode_input_ids.len();
+        let (dlshape, decode_logits) = f.read_f32("decode_logits")?;
+        if dlshape != [n, vocab] {
+            return Err(bad(
+                "decode_logits",
+                format!("shape {dlshape:?}, expected [{n}, {vocab}]"),
+            ));
+        }
+        let final_hidden = if f.entries().contains_key("final_hidden") {
+            let (shape, v) = f.read_f32("final_hidden")?;
+            if shape.len() != 2 || shape[0] != s {
+                return Err(bad(
+                    "final_hidden",
+                    format!("shape {shape:?}, expected [{s}, H]"),
+                ));
+            }
+            Some((shape[1], v))
+        } else {
+            None
+        };
+        let layer_outputs = if f.entries().contains_key("layer_outputs") {
+            let (shape, v) = f.read_f32("layer_outputs")?;
+            if shape.len() != 3 || shape[1] != s {
+                return Err(bad(
+                    "layer_outputs",
+                    format!("shape {shape:?}, expected [L, {s}, H]"),
+                ));
+            }
+            Some((shape[0], shape[2], v))
+        } else {
+            None
+        };
+        Ok(Golden {
+            path: path.to_path_buf(),
+            input_ids,
+            vocab,
+            logits,
+            decode_input_ids,
+            decode_logits,
+            final_hidden,
+            layer_outputs,
+            metadata: f.metadata().clone(),
+        })
+    }
+}
