@@ -1,0 +1,243 @@
+//! Side files of a published chunk set (what the on-device runtime reads besides the chunks):
+//!
+//! | file | content |
+//! |---|---|
+//! | `embed_tokens_q8.bin` / `embed_tokens_scales.bin` | int8 `[V, H]` row-major / fp16 `[V]` per-row max-abs |
+//! | `embed_tokens_per_layer_q8.bin` / `..._scales.bin` | int8 `[Vp, L·P]` / fp16 `[Vp]` |
+//! | `per_layer_projection.bin` | fp16 `[L·P, H]` row-major |
+//! | `per_layer_norm_weight.bin` | fp16 `[P]` |
+//! | `cos_sliding.npy`, `sin_sliding.npy`, `cos_full.npy`, `sin_full.npy` | fp16 `[max(2C, 4096), D]` HF-correct RoPE rows (fp32 in `--precision fp32` builds) |
+//! | `model_config.json` | every field the Swift runtime reads, plus our plan facts |
+//! | `hf_model/` | config.json and the tokenizer files of the checkpoint, whatever exists |
+//!
+//! INT8 recipe (the reference runtime's): per row `s = max|w|` stored fp16, `q = round(w·127/s)`
+//! clamped to ±127; dequantised on device as `q·s/127·scale` (scale = √H or √P). Tables are
+//! quantised in slabs of rows so memory stays bounded whatever the vocabulary.
+
+use crate::error::{ExportError, Result};
+use crate::layout::LayerKind;
+use crate::plan::ChunkPlan;
+use crate::weights::WeightSource;
+use half::f16;
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+
+/// Rows quantised per slab.
+const SLAB_ROWS: usize = 4096;
+
+/// Files copied into `hf_model/` when present in the checkpoint directory.
+pub const HF_FILES: [&str; 7] = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(io_err(path))
+}
+
+fn f16_bytes(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
+    v.into_iter()
+        .flat_map(|x| f16::from_f32(x).to_le_bytes())
+        .collect()
+}
+
+/// Quantise the `[rows, cols]` table `key` slab by slab into `<stem>_q8.bin` and `<stem>_scales.bin`.
+fn write_int8_table(
+    dir: &Path,
+    stem: &str,
+    src: &dyn WeightSource,
+    key: &str,
+    rows: usize,
+    cols: usize,
+    pool: Option<&rayon::ThreadPool>,
+) -> Result<()> {
+    let qp = dir.join(format!("{stem}_q8.bin"));
+    let sp = dir.join(format!("{stem}_scales.bin"));
+    let mut qf = std::io::BufWriter::new(std::fs::File::create(&qp).map_err(io_err(&qp))?);
+    let mut sf = std::io::BufWriter::new(std::fs::File::create(&sp).map_err(io_err(&sp))?);
+    let mut start = 0;
+    while start < rows {
+        let n = SLAB_ROWS.min(rows - start);
+        let slab = src.load_rows(key, start, n, cols)?;
+        let mut q = vec![0i8; n * cols];
+        let mut s = vec![f16::ZERO; n];
+        palettize::quantize_rows_into(key, &slab, cols, &mut q, &mut s, start, pool).map_err(
+            |source| ExportError::Palettize {
+                tensor: key.to_string(),
+                source,
+            },
+        )?;
+        let qb: Vec<u8> = q.iter().map(|&x| x as u8).collect();
+        qf.write_all(&qb).map_err(io_err(&qp))?;
+        let sb: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
+        sf.write_all(&sb).map_err(io_err(&sp))?;
+        start += n;
+    }
+    qf.flush().map_err(io_err(&qp))?;
+    sf.flush().map_err(io_err(&sp))?;
+    Ok(())
+}
+
+/// Rows of the RoPE side tables for context `ctx` (the reference builder's rule).
+pub fn rope_rows(ctx: usize) -> usize {
+    (2 * ctx).max(4096)
+}
+
+/// Write every side file of the set into `dir`. `model_dir` (the checkpoint directory) provides the
+/// files copied into `hf_model/`.
+#[allow(clippy::too_many_arguments)]
+pub fn write_side_files(
+    dir: &Path,
+    plan: &ChunkPlan,
+    cfg: &gemma4::config::Gemma4Config,
+    src: &dyn WeightSource,
+    model_dir: Option<&Path>,
+    model_name: &str,
+    quantization: &str,
+    pool: Option<&rayon::ThreadPool>,
+) -> Result<()> {
+    let lay = &plan.layout;
+    let (h, l, p, v) = (lay.hidden, lay.num_layers(), lay.ple_dim, lay.vocab);
+    write_int8_table(dir, "embed_tokens", src, "embed_tokens.weight", v, h, pool)?;
+    if p > 0 {
+        let vp = cfg.vocab_size_per_layer_input();
+        write_int8_table(
+            dir,
+            "embed_tokens_per_layer",
+            src,
+            "embed_tokens_per_layer.weight",
+            vp,
+            l * p,
+            pool,
+        )?;
+        let proj = src.load_rows("per_layer_model_projection.weight", 0, l * p, h)?;
+        write_file(&dir.join("per_layer_projection.bin"), &f16_bytes(proj))?;
+        let norm = src.load_rows("per_layer_projection_norm.weight", 0, 1, p)?;
+        write_file(&dir.join("per_layer_norm_weight.bin"), &f16_bytes(norm))?;
+    }
+
+    let rows = rope_rows(plan.ctx);
+    for (t, label) in [
+        (gemma4::config::LayerType::Sliding, "sliding"),
+        (gemma4::config::LayerType::Full, "full"),
+    ] {
+        let Some(_) = cfg.head_dim_of_type(t) else {
+            continue;
+        };
+        let table = gemma4::rope::RopeTable::new(cfg, t)?;
+        let (cos, sin) = table.cos_sin(0, rows);
+        for (name, v) in [("cos", cos), ("sin", sin)] {
+            // fp16 like the shipped tables; fp32 builds (not for the Neural Engine) keep exact rows.
+            let bytes = if plan.fp32 {
+                super::npy::encode_f32_2d(rows, table.head_dim, &v)
+            } else {
+                let h: Vec<f16> = v.into_iter().map(f16::from_f32).collect();
+                super::npy::encode_f16_2d(rows, table.head_dim, &h)
+            };
+            write_file(&dir.join(format!("{name}_{label}.npy")), &bytes)?;
+        }
+    }
+
+    let mc = model_config(plan, cfg, model_name, quantization);
+    let mut text = serde_json::to_string_pretty(&mc).unwrap_or_default();
+    text.push('\n');
+    write_file(&dir.join("model_config.json"), text.as_bytes())?;
+
+    if let Some(md) = model_dir {
+        let hf = dir.join("hf_model");
+        std::fs::create_dir_all(&hf).map_err(io_err(&hf))?;
+        for f in HF_FILES {
+            let s = md.join(f);
+            if s.is_file() {
+                let d = hf.join(f);
+                std::fs::copy(&s, &d).map_err(io_err(&s))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn policy_name(p: &crate::plan::CachePolicy) -> &'static str {
+    match p {
+        crate::plan::CachePolicy::ShiftRegister { .. } => "shift_register",
+        crate::plan::CachePolicy::Positional { .. } => "positional",
+    }
+}
+
+/// `model_config.json`: the fields the Swift runtime reads (names as it spells them), plus the plan
+/// facts our own runtime uses (`variant`, `chunks`, cache lengths, RoPE rows).
+pub fn model_config(
+    plan: &ChunkPlan,
+    cfg: &gemma4::config::Gemma4Config,
+    model_name: &str,
+    quantization: &str,
+) -> serde_json::Value {
+    let lay = &plan.layout;
+    let h = lay.hidden as f64;
+    let p = lay.ple_dim as f64;
+    let layer_types: Vec<&str> = lay
+        .layers
+        .iter()
+        .map(|x| match x.kind {
+            LayerKind::Sliding => "sliding_attention",
+            LayerKind::Full => "full_attention",
+        })
+        .collect();
+    let eos = cfg.eos_token_ids();
+    json!({
+        "model_name": model_name,
+        "architecture": "gemma4",
+        "hidden_size": lay.hidden,
+        "num_hidden_layers": lay.num_layers(),
+        "num_layers": lay.num_layers(),
+        "num_attention_heads": lay.num_heads,
+        "num_key_value_heads": lay.kv_heads(LayerKind::Sliding).or(lay.kv_heads(LayerKind::Full)),
+        "head_dim": lay.head_dim(LayerKind::Sliding),
+        "global_head_dim": lay.head_dim(LayerKind::Full),
+        "vocab_size": lay.vocab,
+        "vocab_size_per_layer_input": cfg.vocab_size_per_layer_input(),
+        "context_length": plan.ctx,
+        "sliding_window": lay.sliding_window,
+        "per_layer_dim": lay.ple_dim,
+        "num_kv_shared_layers": lay.num_layers() - lay.first_shared(),
+        "layer_types": layer_types,
+        "embed_scale": h.sqrt(),
+        "per_layer_embed_scale": p.sqrt(),
+        "per_layer_model_projection_scale": 1.0 / h.sqrt(),
+        "per_layer_input_scale": std::f64::consts::FRAC_1_SQRT_2,
+        "rms_norm_eps": lay.rms_norm_eps,
+        "bos_token_id": cfg.bos_token_id(),
+        "eos_token_id": eos.first(),
+        "eos_token_ids": eos,
+        "pad_token_id": cfg.pad_token_id(),
+        "final_logit_softcapping": lay.final_logit_softcapping,
+        "quantization": quantization,
+        "compute_units": "CPU_AND_NE",
+        "tokenizer_repo": "hf_model",
+        "precision": if plan.fp32 { "fp32" } else { "fp16" },
+        "variant": plan.variant.name(),
+        "chunks": plan.chunks.iter().map(|c| json!({
+            "name": c.name,
+            "layers": [c.layers.start, c.layers.end],
+        })).collect::<Vec<_>>(),
+        "sliding_cache_length": plan.sliding_cache.len(),
+        "full_cache_length": plan.full_cache.len(),
+        "sliding_cache_policy": policy_name(&plan.sliding_cache),
+        "full_cache_policy": policy_name(&plan.full_cache),
+        "rope_rows": rope_rows(plan.ctx),
+        "rope": "hf",
+    })
+}

@@ -1,0 +1,156 @@
+//! Building blocks shared by every layer and chunk, in the ANE-friendly forms of the reference
+//! pipeline (spec §3) with HF's numerics (spec gemma4-text §3):
+//!
+//! * RMSNorm as `layer_norm` over `concat([x, −x])` (mean 0, so layer_norm = x·(mean(x²)+ε)^−½), first
+//!   half kept, then × gain (`w`, not `1 + w`); the parameter-free v-norm is the same without gain.
+//! * RoPE in the non-interleaved rotate-half layout: `x·cos + concat(−x₂, x₁)·sin` with host-fed rows
+//!   (HF-correct tables: proportional RoPE on full layers has cos 1 / sin 0 on non-rotating pairs).
+//! * Projections as 1×1 convs on NCHW `[1, C, 1, 1]` activations.
+//! * Attention with scale 1.0: `softmax(q·Kᵀ + mask)·V`, grouped-query heads without repeating K/V
+//!   (queries reshaped to `[1, kv, n_rep, D]`), or flash decoding over key blocks.
+
+use mil::builder::{FunctionBuilder, GeluMode, Split};
+use mil::{MilError, TensorValue, Var};
+
+pub(crate) type R<T> = Result<T, MilError>;
+
+/// `y = x·(mean(x², last axis) + eps)^−½ [· gain]` over the last axis of size `dim`.
+pub(crate) fn rms_norm(
+    b: &mut FunctionBuilder,
+    name: &str,
+    x: &Var,
+    gain: Option<TensorValue>,
+    eps: f64,
+    dim: usize,
+) -> R<Var> {
+    b.with_scope(name, |b| {
+        let neg = b.mul("neg", x, -1.0)?;
+        let both = b.concat("mirror", [x, &neg], -1, false)?;
+        let ln = b.layer_norm("ln", &both, &[-1], None, None, eps)?;
+        let half = b.slice_axis("half", &ln, -1, 0, Some(dim as i32))?;
+        match gain {
+            Some(g) => b.mul("out", &half, g),
+            None => Ok(half),
+        }
+    })
+}
+
+/// Rotate-half RoPE: `x·cos + concat(−x[D/2:], x[:D/2])·sin` (cos/sin broadcast over heads).
+pub(crate) fn rope(b: &mut FunctionBuilder, name: &str, x: &Var, cos: &Var, sin: &Var) -> R<Var> {
+    b.with_scope(name, |b| {
+        let halves = b.split("halves", x, Split::Num(2), -1)?;
+        let neg = b.mul("neg_hi", &halves[1], -1.0)?;
+        let rot = b.concat("rotated", [&neg, &halves[0]], -1, false)?;
+        let a = b.mul("x_cos", x, cos)?;
+        let c = b.mul("rot_sin", &rot, sin)?;
+        b.add("out", &a, &c)
+    })
+}
+
+/// GELU with the tanh approximation (`gelu_pytorch_tanh`).
+pub(crate) fn gelu_tanh(b: &mut FunctionBuilder, name: &str, x: &Var) -> R<Var> {
+    b.gelu(name, x, GeluMode::TanhApproximation)
+}
+
+/// `[1, 1, C]` → `[1, C, 1, 1]` (valid for one position).
+pub(crate) fn to_nchw(b: &mut FunctionBuilder, name: &str, x: &Var, c: usize) -> R<Var> {
+    b.reshape(name, x, &[1, c as i32, 1, 1])
+}
+
+/// `[1, C, 1, 1]` → `[1, 1, C]`.
+pub(crate) fn from_nchw(b: &mut FunctionBuilder, name: &str, x: &Var, c: usize) -> R<Var> {
+    b.reshape(name, x, &[1, 1, c as i32])
+}
+
+/// Plain attention for one query position. `q`: `[1, nh, 1, D]`; `k`, `v`: `[1, kv, T, D]`;
+/// `mask`: `[1, 1, 1, T]` additive. Returns `[1, nh·D, 1, 1]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention(
+    b: &mut FunctionBuilder,
+    q: &Var,
+    k: &Var,
+    v: &Var,
+    mask: &Var,
+    nh: usize,
+    kv: usize,
+    d: usize,
+) -> R<Var> {
+    let qg = b.reshape("q_groups", q, &[1, kv as i32, (nh / kv) as i32, d as i32])?;
+    let s = b.matmul("scores", &qg, k, false, true)?;
+    let s = b.add("scores_masked", &s, mask)?;
+    let p = b.softmax("probs", &s, -1)?;
+    let o = b.matmul("context", &p, v, false, false)?;
+    b.reshape("context_nchw", &o, &[1, (nh * d) as i32, 1, 1])
+}
+
+/// Flash-decoding attention: keys in blocks of `block`, each block's max (floored at −65504 so a
+/// fully masked block contributes exactly 0), exp-sums and partial outputs combined with the global
+/// max. Same inputs and output as [`attention`]; `T` must be a multiple of `block`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn flash_attention(
+    b: &mut FunctionBuilder,
+    q: &Var,
+    k: &Var,
+    v: &Var,
+    mask: &Var,
+    nh: usize,
+    kv: usize,
+    d: usize,
+    t: usize,
+    block: usize,
+) -> R<Var> {
+    let qg = b.reshape("q_groups", q, &[1, kv as i32, (nh / kv) as i32, d as i32])?;
+    let mut parts = Vec::new();
+    for j in 0..t / block {
+        let (lo, hi) = ((j * block) as i32, ((j + 1) * block) as i32);
+        let part = b.with_scope(&format!("block{j}"), |b| -> R<(Var, Var, Var)> {
+            let kj = b.slice_axis("k", k, 2, lo, Some(hi))?;
+            let vj = b.slice_axis("v", v, 2, lo, Some(hi))?;
+            let mj = b.slice_axis("mask", mask, -1, lo, Some(hi))?;
+            let s = b.matmul("scores", &qg, &kj, false, true)?;
+            let s = b.add("scores_masked", &s, &mj)?;
+            let m = b.reduce_max("max", &s, &[-1], true)?;
+            let m = b.maximum("max_floor", &m, -65504.0)?;
+            let e = b.sub("shifted", &s, &m)?;
+            let e = b.exp("exp", &e)?;
+            let l = b.reduce_sum("sum", &e, &[-1], true)?;
+            let o = b.matmul("context", &e, &vj, false, false)?;
+            Ok((m, l, o))
+        })?;
+        parts.push(part);
+    }
+    let mut m = parts[0].0.clone();
+    for (j, p) in parts.iter().enumerate().skip(1) {
+        m = b.maximum(&format!("max_all{j}"), &m, &p.0)?;
+    }
+    let mut num: Option<Var> = None;
+    let mut den: Option<Var> = None;
+    for (j, (mj, lj, oj)) in parts.iter().enumerate() {
+        let (n, dn) = b.with_scope(&format!("combine{j}"), |b| -> R<(Var, Var)> {
+            let diff = b.sub("rel", mj, &m)?;
+            let alpha = b.exp("alpha", &diff)?;
+            let n = b.mul("num", oj, &alpha)?;
+            let dn = b.mul("den", lj, &alpha)?;
+            let n = match &num {
+                Some(acc) => b.add("num_acc", acc, &n)?,
+                None => n,
+            };
+            let dn = match &den {
+                Some(acc) => b.add("den_acc", acc, &dn)?,
+                None => dn,
+            };
+            Ok((n, dn))
+        })?;
+        num = Some(n);
+        den = Some(dn);
+    }
+    let (Some(num), Some(den)) = (num, den) else {
+        return Err(MilError::Argument {
+            op: "flash_attention".into(),
+            name: "context".into(),
+            msg: "no key blocks".into(),
+        });
+    };
+    let o = b.real_div("context", &num, &den)?;
+    b.reshape("context_nchw", &o, &[1, (nh * d) as i32, 1, 1])
+}

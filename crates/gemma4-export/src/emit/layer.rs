@@ -1,0 +1,340 @@
+//! One decoder layer for one query position (the only per-layer code path).
+//!
+//! ```text
+//! h = RMSNorm(x; input_layernorm)                          (NCHW for the projections)
+//! q = RoPE(RMSNorm_D(q_proj h; q_norm))                    [1, nh, 1, D]
+//! own KV:   k = RoPE(RMSNorm_D(k_proj h; k_norm)), v = RMSNorm_D(v_proj h)   (v-norm has no gain)
+//!           padded to the slot width, written into the chunk's cache slot (shift register or
+//!           one-hot blend), attended over at the true head dim; the producer publishes it
+//! shared KV: the producer's K/V of this step (inside the chunk, or `kv13_*` / `kv14_*` inputs)
+//! x += RMSNorm(o_proj softmax(q·Kᵀ + mask)·V; post_attention_layernorm)          (scale 1.0)
+//! x += RMSNorm(down(gelu_tanh(gate m) · up m); post_feedforward_layernorm), m = RMSNorm(x; pre_ff)
+//! x += RMSNorm(proj(gelu_tanh(gate x) · ple_i); post_per_layer_input_norm)        (if PLE)
+//! x *= layer_scalar
+//! ```
+
+use super::Ctx;
+use super::blocks::{R, attention, flash_attention, from_nchw, gelu_tanh, rms_norm, rope, to_nchw};
+use crate::error::{ExportError, Result};
+use crate::layout::LayerKind;
+use crate::plan::{AttentionForm, CachePolicy};
+use crate::weights::Weights;
+use mil::builder::FunctionBuilder;
+use mil::{TensorValue, Var};
+
+/// Emit layer `i` on hidden state `x` (`[1, 1, H]`), returning the layer output.
+pub(crate) fn emit_layer(
+    b: &mut FunctionBuilder,
+    ctx: &mut Ctx<'_>,
+    w: &mut Weights<'_>,
+    i: usize,
+    x: &Var,
+) -> Result<Var> {
+    b.push_scope(&format!("L{i}"));
+    let r = layer_body(b, ctx, w, i, x);
+    b.pop_scope();
+    r
+}
+
+fn layer_body(
+    b: &mut FunctionBuilder,
+    ctx: &mut Ctx<'_>,
+    w: &mut Weights<'_>,
+    i: usize,
+    x: &Var,
+) -> Result<Var> {
+    let chunk_name = ctx.chunk.name.clone();
+    let me = |source| ExportError::Mil {
+        chunk: chunk_name.clone(),
+        source: Box::new(source),
+    };
+    let lay = ctx.plan.layout.clone();
+    let info = &lay.layers[i];
+    let (h, nh, d, kvh) = (lay.hidden, lay.num_heads, info.head_dim, info.kv_heads);
+    let eps = lay.rms_norm_eps;
+    let key = |s: &str| format!("layers.{i}.{s}");
+    let kind = info.kind;
+    let (cos, sin, mask) = match kind {
+        LayerKind::Sliding => ("cos_s", "sin_s", "causal_mask_sliding"),
+        LayerKind::Full => ("cos_f", "sin_f", "causal_mask_full"),
+    };
+    let (cos, sin, mask) = (
+        ctx.input(cos).map_err(me)?,
+        ctx.input(sin).map_err(me)?,
+        ctx.input(mask).map_err(me)?,
+    );
+
+    // ---- attention
+    let g_in = w.vector(&key("input_layernorm.weight"), h)?;
+    let hn = rms_norm(b, "input_norm", x, Some(g_in), eps, h).map_err(me)?;
+    let h4 = to_nchw(b, "input_nchw", &hn, h).map_err(me)?;
+
+    let wq = w.conv_weight(
+        b,
+        "q_proj_weight",
+        &key("self_attn.q_proj.weight"),
+        nh * d,
+        h,
+    )?;
+    let g_q = w.vector(&key("self_attn.q_norm.weight"), d)?;
+    let q = (|| -> R<Var> {
+        let q = b.conv_1x1("q_proj", &h4, &wq, None)?;
+        let q = b.reshape("q_heads", &q, &[1, nh as i32, 1, d as i32])?;
+        let q = rms_norm(b, "q_norm", &q, Some(g_q), eps, d)?;
+        rope(b, "q_rope", &q, &cos, &sin)
+    })()
+    .map_err(me)?;
+
+    let (k_att, v_att) = match info.kv_source {
+        None => own_kv(b, ctx, w, i, &h4, &cos, &sin)?,
+        Some(_) => match ctx.shared.get(&kind) {
+            Some(kv) => kv.clone(),
+            None => {
+                let (kn, vn) = match kind {
+                    LayerKind::Sliding => ("kv13_k", "kv13_v"),
+                    LayerKind::Full => ("kv14_k", "kv14_v"),
+                };
+                (ctx.input(kn).map_err(me)?, ctx.input(vn).map_err(me)?)
+            }
+        },
+    };
+
+    let wo = w.conv_weight(
+        b,
+        "o_proj_weight",
+        &key("self_attn.o_proj.weight"),
+        h,
+        nh * d,
+    )?;
+    let g_post = w.vector(&key("post_attention_layernorm.weight"), h)?;
+    let form = match kind {
+        LayerKind::Full => ctx.plan.full_attention,
+        LayerKind::Sliding => AttentionForm::Plain,
+    };
+    let t_len = match kind {
+        LayerKind::Sliding => ctx.plan.sliding_cache.len(),
+        LayerKind::Full => ctx.plan.full_cache.len(),
+    };
+    let x = (|| -> R<Var> {
+        let ctx4 = b.with_scope("attn", |b| match form {
+            AttentionForm::Plain => attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d),
+            AttentionForm::Flash { block } => {
+                flash_attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, t_len, block)
+            }
+        })?;
+        let a = b.conv_1x1("o_proj", &ctx4, &wo, None)?;
+        let a = from_nchw(b, "attn_out", &a, h)?;
+        let a = rms_norm(b, "post_attn_norm", &a, Some(g_post), eps, h)?;
+        b.add("attn_residual", x, &a)
+    })()
+    .map_err(me)?;
+
+    // ---- MLP
+    let inter = info.intermediate;
+    let g_pre = w.vector(&key("pre_feedforward_layernorm.weight"), h)?;
+    let wg = w.conv_weight(
+        b,
+        "gate_proj_weight",
+        &key("mlp.gate_proj.weight"),
+        inter,
+        h,
+    )?;
+    let wu = w.conv_weight(b, "up_proj_weight", &key("mlp.up_proj.weight"), inter, h)?;
+    let wd = w.conv_weight(
+        b,
+        "down_proj_weight",
+        &key("mlp.down_proj.weight"),
+        h,
+        inter,
+    )?;
+    let g_post_ff = w.vector(&key("post_feedforward_layernorm.weight"), h)?;
+    let x = (|| -> R<Var> {
+        let m = rms_norm(b, "pre_ff_norm", &x, Some(g_pre), eps, h)?;
+        let m4 = to_nchw(b, "mlp_nchw", &m, h)?;
+        let g = b.conv_1x1("gate_proj", &m4, &wg, None)?;
+        let u = b.conv_1x1("up_proj", &m4, &wu, None)?;
+        let g = gelu_tanh(b, "gate_act", &g)?;
+        let gu = b.mul("gate_up", &g, &u)?;
+        let dn = b.conv_1x1("down_proj", &gu, &wd, None)?;
+        let dn = from_nchw(b, "mlp_out", &dn, h)?;
+        let dn = rms_norm(b, "post_ff_norm", &dn, Some(g_post_ff), eps, h)?;
+        b.add("mlp_residual", &x, &dn)
+    })()
+    .map_err(me)?;
+
+    // ---- per-layer input (PLE)
+    let x = if let Some(ple) = ctx.ple.clone() {
+        let p = lay.ple_dim;
+        let wgate = w.conv_weight(
+            b,
+            "ple_gate_weight",
+            &key("per_layer_input_gate.weight"),
+            p,
+            h,
+        )?;
+        let wproj = w.conv_weight(
+            b,
+            "ple_proj_weight",
+            &key("per_layer_projection.weight"),
+            h,
+            p,
+        )?;
+        let g_ple = w.vector(&key("post_per_layer_input_norm.weight"), h)?;
+        (|| -> R<Var> {
+            let x4 = to_nchw(b, "ple_nchw", &x, h)?;
+            let g = b.conv_1x1("ple_gate", &x4, &wgate, None)?;
+            let g = gelu_tanh(b, "ple_gate_act", &g)?;
+            let slice = b.slice_axis(
+                "ple_slice",
+                &ple,
+                -1,
+                (i * p) as i32,
+                Some(((i + 1) * p) as i32),
+            )?;
+            let slice = b.reshape("ple_slice_nchw", &slice, &[1, p as i32, 1, 1])?;
+            let g = b.mul("ple_gated", &g, &slice)?;
+            let pr = b.conv_1x1("ple_proj", &g, &wproj, None)?;
+            let pr = from_nchw(b, "ple_out", &pr, h)?;
+            let pr = rms_norm(b, "post_ple_norm", &pr, Some(g_ple), eps, h)?;
+            b.add("ple_residual", &x, &pr)
+        })()
+        .map_err(me)?
+    } else {
+        x
+    };
+
+    let s = w.scalar(&key("layer_scalar"))?;
+    b.mul("scaled", &x, s).map_err(me)
+}
+
+/// Project, normalise and rotate this layer's K/V, write them into the layer's cache slot and return
+/// what attention reads (`[1, kv, T, D]`).
+fn own_kv(
+    b: &mut FunctionBuilder,
+    ctx: &mut Ctx<'_>,
+    w: &mut Weights<'_>,
+    i: usize,
+    h4: &Var,
+    cos: &Var,
+    sin: &Var,
+) -> Result<(Var, Var)> {
+    let chunk_name = ctx.chunk.name.clone();
+    let me = |source| ExportError::Mil {
+        chunk: chunk_name.clone(),
+        source: Box::new(source),
+    };
+    let lay = ctx.plan.layout.clone();
+    let info = &lay.layers[i];
+    let (h, d, kvh) = (lay.hidden, info.head_dim, info.kv_heads);
+    let maxhd = lay.max_head_dim();
+    let eps = lay.rms_norm_eps;
+    let key = |s: &str| format!("layers.{i}.{s}");
+    let slot = ctx
+        .chunk
+        .slot_of(i)
+        .ok_or_else(|| {
+            ExportError::Unsupported(format!(
+                "layer {i} owns KV but has no slot in chunk {}",
+                ctx.chunk.name
+            ))
+        })?
+        .slot;
+    let (policy, label) = match info.kind {
+        LayerKind::Sliding => (ctx.plan.sliding_cache, "sliding"),
+        LayerKind::Full => (ctx.plan.full_cache, "full"),
+    };
+    let wk = w.conv_weight(
+        b,
+        "k_proj_weight",
+        &key("self_attn.k_proj.weight"),
+        kvh * d,
+        h,
+    )?;
+    let wv = w.conv_weight(
+        b,
+        "v_proj_weight",
+        &key("self_attn.v_proj.weight"),
+        kvh * d,
+        h,
+    )?;
+    let g_k = w.vector(&key("self_attn.k_norm.weight"), d)?;
+    let pad = if d < maxhd {
+        let n = kvh * (maxhd - d);
+        let t = if ctx.plan.fp32 {
+            TensorValue::from_f32(&[1, kvh, 1, maxhd - d], &vec![0.0; n])
+        } else {
+            TensorValue::from_f16(&[1, kvh, 1, maxhd - d], &vec![half::f16::ZERO; n])
+        };
+        Some(t.map_err(|source| ExportError::Value {
+            tensor: "kv_pad".into(),
+            source,
+        })?)
+    } else {
+        None
+    };
+    let k_in = ctx.input(&format!("K_{label}_in")).map_err(me)?;
+    let v_in = ctx.input(&format!("V_{label}_in")).map_err(me)?;
+    let keep = ctx.keep_mask.clone();
+    let um = ctx.inputs.get("update_mask").cloned();
+
+    let r = (|| -> R<(Var, Var, Var, Var)> {
+        let k = b.conv_1x1("k_proj", h4, &wk, None)?;
+        let k = b.reshape("k_heads", &k, &[1, kvh as i32, 1, d as i32])?;
+        let k = rms_norm(b, "k_norm", &k, Some(g_k), eps, d)?;
+        let k = rope(b, "k_rope", &k, cos, sin)?;
+        let v = b.conv_1x1("v_proj", h4, &wv, None)?;
+        let v = b.reshape("v_heads", &v, &[1, kvh as i32, 1, d as i32])?;
+        let v = rms_norm(b, "v_norm", &v, None, eps, d)?;
+        let mut upd = |name: &str, new: &Var, cache_in: &Var| -> R<(Var, Var)> {
+            b.with_scope(name, |b| {
+                let new = match &pad {
+                    Some(z) => b.concat(
+                        "padded",
+                        [mil::builder::Operand::from(new), z.clone().into()],
+                        -1,
+                        false,
+                    )?,
+                    None => new.clone(),
+                };
+                let old = b.slice_axis("old", cache_in, 0, slot as i32, Some(slot as i32 + 1))?;
+                let cache = match policy {
+                    CachePolicy::ShiftRegister { .. } => {
+                        let kept = b.slice_axis("shifted", &old, 2, 1, None)?;
+                        b.concat("cache", [&kept, &new], 2, false)?
+                    }
+                    CachePolicy::Positional { .. } => {
+                        let (Some(keep), Some(um)) = (&keep, &um) else {
+                            return Err(mil::MilError::Argument {
+                                op: "kv_update".into(),
+                                name: name.into(),
+                                msg: "positional cache without update_mask".into(),
+                            });
+                        };
+                        let a = b.mul("kept", &old, keep)?;
+                        let c = b.mul("written", &new, um)?;
+                        b.add("cache", &a, &c)?
+                    }
+                };
+                let att = if d < maxhd {
+                    b.slice_axis("attend", &cache, -1, 0, Some(d as i32))?
+                } else {
+                    cache.clone()
+                };
+                Ok((cache, att))
+            })
+        };
+        let (kc, ka) = upd("k_cache", &k, &k_in)?;
+        let (vc, va) = upd("v_cache", &v, &v_in)?;
+        Ok((kc, vc, ka, va))
+    })();
+    let (kc, vc, ka, va) = r.map_err(me)?;
+    ctx.new_caches.insert((info.kind, slot), (kc, vc));
+    let producer = match info.kind {
+        LayerKind::Sliding => ctx.plan.sliding_producer,
+        LayerKind::Full => ctx.plan.full_producer,
+    };
+    if producer == Some(i) {
+        ctx.shared.insert(info.kind, (ka.clone(), va.clone()));
+    }
+    Ok((ka, va))
+}

@@ -1,0 +1,243 @@
+//! Weight preparation: checkpoint tensors → MIL literals (fp16 / fp32 dense, or palettized LUTs).
+//!
+//! Every projection is emitted as a 1×1 conv weight `[O, I, 1, 1]`. With `nbits > 0` each eligible
+//! weight (coremltools' default policy: > 2048 elements, rank ≥ 2, output channels divisible by the
+//! group size) becomes `constexpr_lut_to_dense(indices: uint<n>[O,I,1,1], lut: [O/g,1,1,1,2^n,1])`
+//! fitted by `palettize`'s exact k-means; everything else stays dense and is recorded with the reason.
+//! Prepared literals are cached by checkpoint key, so functions of one chunk (decode, verify, prefill)
+//! share the same bytes and the package writer stores them once.
+
+use crate::error::{ExportError, Result};
+use half::f16;
+use mil::builder::FunctionBuilder;
+use mil::{DType, TensorType, TensorValue, Var};
+use palettize::{Decision, LutConfig, Policy, TensorRecord};
+use std::collections::BTreeMap;
+
+/// Where weights come from (the checkpoint, or synthetic weights in tests and benchmarks).
+pub trait WeightSource: Sync {
+    /// Shape and f32 values of the tensor with checkpoint key `key` (after the prefix).
+    fn load(&self, key: &str) -> Result<(Vec<usize>, Vec<f32>)>;
+
+    /// Rows `start..start+count` of the 2-D (or 1-D, as one row) tensor `key` with `cols` columns.
+    /// The default loads the whole tensor; sources over large tables override it to stay bounded.
+    fn load_rows(&self, key: &str, start: usize, count: usize, cols: usize) -> Result<Vec<f32>> {
+        let (shape, v) = self.load(key)?;
+        let total: usize = shape.iter().product();
+        let (lo, hi) = (start * cols, (start + count) * cols);
+        if hi > total || shape.last().copied().unwrap_or(1) != cols && shape.len() > 1 {
+            return Err(ExportError::Shape {
+                tensor: key.to_string(),
+                expected: vec![start + count, cols],
+                found: shape,
+            });
+        }
+        Ok(v[lo..hi].to_vec())
+    }
+}
+
+impl WeightSource for gemma4::Checkpoint {
+    fn load(&self, key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        Ok(self.load_f32(key)?)
+    }
+}
+
+/// Palettization settings (`nbits == 0`: keep dense).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Quant {
+    pub nbits: u8,
+    pub group_size: usize,
+}
+
+#[derive(Clone)]
+enum Prepared {
+    Dense(TensorValue),
+    Lut {
+        indices: TensorValue,
+        lut: TensorValue,
+    },
+}
+
+/// Prepares and caches the weights of one chunk.
+pub struct Weights<'a> {
+    src: &'a dyn WeightSource,
+    fp32: bool,
+    quant: Quant,
+    policy: Policy,
+    pool: Option<&'a rayon::ThreadPool>,
+    cache: BTreeMap<String, Prepared>,
+    records: BTreeMap<String, TensorRecord>,
+}
+
+fn index_dtype(nbits: u8) -> Result<DType> {
+    Ok(match nbits {
+        1 => DType::U1,
+        2 => DType::U2,
+        3 => DType::U3,
+        4 => DType::U4,
+        6 => DType::U6,
+        8 => DType::U8,
+        n => {
+            return Err(ExportError::Unsupported(format!(
+                "--nbits {n}: MIL index types exist for 1, 2, 3, 4, 6 and 8 bits"
+            )));
+        }
+    })
+}
+
+impl<'a> Weights<'a> {
+    /// A weight preparer for one chunk.
+    pub fn new(
+        src: &'a dyn WeightSource,
+        fp32: bool,
+        quant: Quant,
+        pool: Option<&'a rayon::ThreadPool>,
+    ) -> Result<Self> {
+        if quant.nbits > 0 {
+            index_dtype(quant.nbits)?;
+        }
+        Ok(Weights {
+            src,
+            fp32,
+            quant,
+            policy: Policy::default(),
+            pool,
+            cache: BTreeMap::new(),
+            records: BTreeMap::new(),
+        })
+    }
+
+    /// Float dtype of dense literals.
+    pub fn dtype(&self) -> DType {
+        if self.fp32 { DType::F32 } else { DType::F16 }
+    }
+
+    fn dense(&self, key: &str, shape: &[usize], v: &[f32]) -> Result<TensorValue> {
+        let r = if self.fp32 {
+            TensorValue::from_f32(shape, v)
+        } else {
+            let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+            TensorValue::from_f16(shape, &h)
+        };
+        r.map_err(|source| ExportError::Value {
+            tensor: key.to_string(),
+            source,
+        })
+    }
+
+    /// Load `key`, checking its shape.
+    pub fn load_checked(&self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let (shape, v) = self.src.load(key)?;
+        if shape != expected {
+            return Err(ExportError::Shape {
+                tensor: key.to_string(),
+                expected: expected.to_vec(),
+                found: shape,
+            });
+        }
+        Ok(v)
+    }
+
+    fn record(&mut self, key: &str, shape: &[usize], decision: Decision) {
+        if self.quant.nbits == 0 {
+            return;
+        }
+        if let Decision::Keep(reason) = decision {
+            self.records
+                .insert(key.to_string(), TensorRecord::kept(key, shape, reason));
+        }
+    }
+
+    /// A projection weight `[O, I]` as a 1×1 conv weight var `[O, I, 1, 1]` (palettized if eligible).
+    pub fn conv_weight(
+        &mut self,
+        b: &mut FunctionBuilder,
+        name: &str,
+        key: &str,
+        o: usize,
+        i: usize,
+    ) -> Result<Var> {
+        let prepared = match self.cache.get(key) {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.prepare_conv(key, o, i)?;
+                self.cache.insert(key.to_string(), p.clone());
+                p
+            }
+        };
+        let r = match prepared {
+            Prepared::Dense(t) => b.constant(name, t),
+            Prepared::Lut { indices, lut } => b.lut_to_dense(name, indices, lut),
+        };
+        r.map_err(|source| ExportError::Mil {
+            chunk: String::new(),
+            source: Box::new(source),
+        })
+    }
+
+    fn prepare_conv(&mut self, key: &str, o: usize, i: usize) -> Result<Prepared> {
+        let v = self.load_checked(key, &[o, i])?;
+        let shape4 = [o, i, 1, 1];
+        if self.quant.nbits == 0 {
+            return Ok(Prepared::Dense(self.dense(key, &shape4, &v)?));
+        }
+        let cfg = LutConfig::new(self.quant.nbits, self.quant.group_size);
+        let decision = palettize::decide(&shape4, &cfg, &self.policy);
+        if !matches!(decision, Decision::Palettize) {
+            self.record(key, &[o, i], decision);
+            return Ok(Prepared::Dense(self.dense(key, &shape4, &v)?));
+        }
+        let p = palettize::palettize_f32(key, &v, &shape4, &cfg, self.pool).map_err(|source| {
+            ExportError::Palettize {
+                tensor: key.to_string(),
+                source,
+            }
+        })?;
+        self.records
+            .insert(key.to_string(), TensorRecord::palettized(key, &p));
+        let vt = |source| ExportError::Value {
+            tensor: key.to_string(),
+            source,
+        };
+        let indices = TensorValue::from_bytes(
+            TensorType::new(index_dtype(self.quant.nbits)?, &shape4),
+            p.indices_packed,
+        )
+        .map_err(vt)?;
+        let lut = if self.fp32 {
+            let f: Vec<f32> = p.lut.iter().map(|x| x.to_f32()).collect();
+            TensorValue::from_f32(&p.lut_shape, &f)
+        } else {
+            TensorValue::from_f16(&p.lut_shape, &p.lut)
+        }
+        .map_err(vt)?;
+        Ok(Prepared::Lut { indices, lut })
+    }
+
+    /// A rank-1 weight (norm gain) as a dense literal of the graph's float dtype.
+    pub fn vector(&mut self, key: &str, n: usize) -> Result<TensorValue> {
+        if let Some(Prepared::Dense(t)) = self.cache.get(key) {
+            return Ok(t.clone());
+        }
+        let v = self.load_checked(key, &[n])?;
+        let cfg = LutConfig::new(self.quant.nbits.max(1), self.quant.group_size);
+        self.record(key, &[n], palettize::decide(&[n], &cfg, &self.policy));
+        let t = self.dense(key, &[n], &v)?;
+        self.cache
+            .insert(key.to_string(), Prepared::Dense(t.clone()));
+        Ok(t)
+    }
+
+    /// A scalar weight (`layer_scalar`, shape `[1]`) as f64.
+    pub fn scalar(&mut self, key: &str) -> Result<f64> {
+        let v = self.load_checked(key, &[1])?;
+        let cfg = LutConfig::new(self.quant.nbits.max(1), self.quant.group_size);
+        self.record(key, &[1], palettize::decide(&[1], &cfg, &self.policy));
+        Ok(f64::from(v[0]))
+    }
+
+    /// What happened to every weight (only when palettizing), sorted by key.
+    pub fn records(&self) -> Vec<TensorRecord> {
+        self.records.values().cloned().collect()
+    }
+}

@@ -1,0 +1,54 @@
+//! Every fixture's swa4 chunks emit and validate (fp16 / fp32, dense / INT4).
+
+use gemma4_export::emit::emit_decode;
+use gemma4_export::{ChunkPlan, ModelLayout, PlanOptions, Quant, Variant, Weights};
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/models")
+        .join(name)
+}
+
+#[test]
+fn all_fixtures_emit_valid_programs() {
+    for name in ["tiny-e2b", "tiny-e2b-release", "tiny-gqa", "tiny-pal"] {
+        let ckpt = gemma4::Checkpoint::open(fixture(name)).unwrap();
+        let layout = ModelLayout::from_config(ckpt.config());
+        for (fp32, nbits) in [(true, 0u8), (false, 0), (false, 4)] {
+            for variant in [
+                Variant::Swa4,
+                Variant::Merged,
+                Variant::Merged2,
+                Variant::Merged1,
+                Variant::Lite,
+            ] {
+                let plan = ChunkPlan::new(
+                    &layout,
+                    &PlanOptions {
+                        variant: variant.clone(),
+                        ctx: 32,
+                        fp32,
+                    },
+                )
+                .unwrap();
+                for chunk in &plan.chunks {
+                    let mut w = Weights::new(
+                        &ckpt,
+                        fp32,
+                        Quant {
+                            nbits,
+                            group_size: 32,
+                        },
+                        None,
+                    )
+                    .unwrap();
+                    let f = emit_decode(&plan, chunk, &mut w)
+                        .unwrap_or_else(|e| panic!("{name} {variant:?} {}: {e}", chunk.name));
+                    mil::validate::validate_function("decode_q1", &f)
+                        .unwrap_or_else(|e| panic!("{name} {variant:?} {}: {e}", chunk.name));
+                }
+            }
+        }
+    }
+}
