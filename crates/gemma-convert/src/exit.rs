@@ -13,11 +13,44 @@ pub struct UsageError {
     pub reason: String,
 }
 
+/// A check that ran and failed (parity outside tolerance, sets that differ): exit status 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
+
 /// Exit status for an error chain.
 pub fn status_of(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if cause.is::<CheckFailed>() {
+            return 1;
+        }
         if cause.is::<UsageError>() || cause.is::<SourceError>() {
             return 2;
+        }
+        if let Some(x) = cause.downcast_ref::<gemma4_export::ExportError>() {
+            use gemma4_export::ExportError as E;
+            match x {
+                E::Plan(_) | E::Shape { .. } | E::BadOption(_) => return 2,
+                E::Checkpoint(g) => {
+                    return if matches!(g, gemma4::Error::Candle { .. }) {
+                        1
+                    } else {
+                        2
+                    };
+                }
+                _ => {}
+            }
+        }
+        if let Some(x) = cause.downcast_ref::<mil_runtime::chunkset::ChunkSetError>() {
+            use mil_runtime::chunkset::ChunkSetError as E;
+            match x {
+                E::Io { .. }
+                | E::Config { .. }
+                | E::SideFile { .. }
+                | E::BadToken { .. }
+                | E::ContextFull { .. } => return 2,
+                _ => {}
+            }
         }
         if let Some(g) = cause.downcast_ref::<gemma4::Error>() {
             // A failing candle op is our problem, everything else is about the input.

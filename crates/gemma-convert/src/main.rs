@@ -1,27 +1,55 @@
 //! `gemma-convert`: command-line entry point (spec/cli-contract.md).
 //!
-//! A thin clap dispatcher: one module per subcommand, `--model` resolution in
-//! [`model_source`]. Exit status: 0 success, 1 a check or an internal step failed, 2 bad input
-//! or usage (the message names the file, tensor or flag). Errors are printed, never panicked.
+//! A thin clap dispatcher, one module per command. Without a subcommand the flags are the build
+//! command (`gemma-convert --model … --variant … --out …`). `--model` resolution lives in
+//! [`model_source`]. Exit status: 0 success, 1 a check or an internal step failed, 2 bad input or
+//! usage (the message names the file, tensor or flag). Errors are printed, never panicked.
 
+mod bench;
+mod build_cmd;
 mod exit;
+mod inspect;
 mod model_source;
+mod parity;
 mod run;
+mod sets;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// Convert Hugging Face Gemma 4 checkpoints into chunked Core ML packages, and check them.
+///
+/// Without a subcommand, builds a chunk set:
+/// `gemma-convert --model DIR --variant swa4 --nbits 4 --ctx 2048 --out OUT`.
 #[derive(Debug, Parser)]
-#[command(name = "gemma-convert", version, about)]
+#[command(
+    name = "gemma-convert",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    build: build_cmd::BuildArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Compare a chunk set's logits with a golden file or the reference forward.
+    Parity(parity::ParityArgs),
+    /// Measure decode tokens/s and milliseconds per chunk call.
+    Bench(bench::BenchArgs),
+    /// Print a package's (or set's) functions, I/O, op counts and weight storage.
+    Inspect(inspect::InspectArgs),
+    /// Compare two chunk sets file by file (sha256).
+    Compare(sets::CompareArgs),
+    /// Join `--only` parts into one chunk set.
+    Assemble(sets::AssembleArgs),
+    /// Rebuild a set from the command recorded in its manifest.json and check it is identical.
+    Rebuild(sets::RebuildArgs),
     /// Run the reference forward on token ids and print the greedy continuation.
     Run(run::RunArgs),
 }
@@ -35,8 +63,15 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
-    let result = match cli.command {
-        Command::Run(args) => run::run(&args),
+    let result = match &cli.command {
+        None => build_cmd::run(&cli.build),
+        Some(Command::Parity(a)) => parity::run(a),
+        Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::Inspect(a)) => inspect::run(a),
+        Some(Command::Compare(a)) => sets::compare(a),
+        Some(Command::Assemble(a)) => sets::assemble(a),
+        Some(Command::Rebuild(a)) => sets::rebuild(a),
+        Some(Command::Run(a)) => run::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -240,11 +240,22 @@ struct Timer<'a> {
 
 impl Timer<'_> {
     fn run<T>(&mut self, phase: &str, total: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        self.progress.start(phase, total);
+        self.run_labelled(phase, phase, total, f)
+    }
+
+    /// Like [`Timer::run`]; progress shows `label` (e.g. `emit chunk2`), the report sums by `phase`.
+    fn run_labelled<T>(
+        &mut self,
+        phase: &str,
+        label: &str,
+        total: u64,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        self.progress.start(label, total);
         let t0 = Instant::now();
         let r = f();
         let secs = t0.elapsed().as_secs_f64();
-        self.progress.finish(phase, secs);
+        self.progress.finish(label, secs);
         if let Some(p) = self.phases.iter_mut().find(|(n, _)| n == phase) {
             p.1 += secs;
         } else {
@@ -393,6 +404,11 @@ fn build_in(
         Ok((c, files))
     })?;
     let plan = t.run("plan", 1, || {
+        if ckpt.config().attention_k_eq_v() {
+            return Err(ExportError::Unsupported(
+                "attention_k_eq_v models (V = raw K on full layers) are not supported by the exporter yet".into(),
+            ));
+        }
         let layout = ModelLayout::from_config(ckpt.config());
         Ok(ChunkPlan::new(
             &layout,
@@ -448,10 +464,15 @@ fn build_in(
             opts.quant.clone(),
             pool,
         )?;
-        let mut program = t.run("emit", chunk.layers.len() as u64, || {
-            let f = emit_decode(&plan, chunk, &mut w)?;
-            Ok(Program::single(DECODE_FN, f))
-        })?;
+        let mut program = t.run_labelled(
+            "emit",
+            &format!("emit {}", chunk.name),
+            chunk.layers.len() as u64,
+            || {
+                let f = emit_decode(&plan, chunk, &mut w)?;
+                Ok(Program::single(DECODE_FN, f))
+            },
+        )?;
         if opts.dump_after.as_deref() == Some("emit") {
             progress.dump(&format!(
                 "// chunk {}\n{}",
@@ -459,7 +480,7 @@ fn build_in(
                 mil::printer::print_program(&program)
             ));
         }
-        t.run("optimize", 1, || {
+        t.run_labelled("optimize", &format!("optimize {}", chunk.name), 1, || {
             let mut pipe = mil::passes::Pipeline::named("default")
                 .map_err(|e| ExportError::Unsupported(e.to_string()))?;
             if let Some(pass) = opts.dump_after.as_deref().filter(|p| *p != "emit") {
@@ -494,44 +515,46 @@ fn build_in(
             .map(|f| f.block.operations.len())
             .sum();
         let functions: Vec<String> = program.functions.keys().cloned().collect();
-        let report = t.run("serialize", 1, || {
-            let meta = mlpackage::Metadata {
-                short_description: format!(
-                    "Gemma 4 {} chunk {} (layers {}..{}), {} ctx {}",
-                    plan.variant.name(),
-                    chunk.name,
-                    chunk.layers.start,
-                    chunk.layers.end,
-                    opts.quantization(),
-                    plan.ctx
-                ),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                author: "gemma-convert".into(),
-                license: String::new(),
-                user_defined: [
-                    (
-                        "com.github.gemma-convert.version".to_string(),
-                        env!("CARGO_PKG_VERSION").to_string(),
+        let report =
+            t.run_labelled("serialize", &format!("serialize {}", chunk.name), 1, || {
+                let meta = mlpackage::Metadata {
+                    short_description: format!(
+                        "Gemma 4 {} chunk {} (layers {}..{}), {} ctx {}",
+                        plan.variant.name(),
+                        chunk.name,
+                        chunk.layers.start,
+                        chunk.layers.end,
+                        opts.quantization(),
+                        plan.ctx
                     ),
-                    (
-                        "com.github.gemma-convert.variant".to_string(),
-                        plan.variant.name().to_string(),
-                    ),
-                    (
-                        "com.github.gemma-convert.chunk".to_string(),
-                        chunk.name.clone(),
-                    ),
-                ]
-                .into_iter()
-                .collect(),
-            };
-            let desc = mlpackage::Description::derive(&program, Some(DECODE_FN), meta)
-                .map_err(|e| ExportError::Unsupported(format!("chunk {}: {e}", chunk.name)))?;
-            let pkg = mlpackage::Package::new(program, desc);
-            mlpackage::write_package(&pkg, &dest, &mlpackage::WriteOptions::default())
-                .map_err(|e| ExportError::Unsupported(format!("writing {}: {e}", dest.display())))
-        })?;
-        t.run("verify", 1, || {
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    author: "gemma-convert".into(),
+                    license: String::new(),
+                    user_defined: [
+                        (
+                            "com.github.gemma-convert.version".to_string(),
+                            env!("CARGO_PKG_VERSION").to_string(),
+                        ),
+                        (
+                            "com.github.gemma-convert.variant".to_string(),
+                            plan.variant.name().to_string(),
+                        ),
+                        (
+                            "com.github.gemma-convert.chunk".to_string(),
+                            chunk.name.clone(),
+                        ),
+                    ]
+                    .into_iter()
+                    .collect(),
+                };
+                let desc = mlpackage::Description::derive(&program, Some(DECODE_FN), meta)
+                    .map_err(|e| ExportError::Unsupported(format!("chunk {}: {e}", chunk.name)))?;
+                let pkg = mlpackage::Package::new(program, desc);
+                mlpackage::write_package(&pkg, &dest, &mlpackage::WriteOptions::default()).map_err(
+                    |e| ExportError::Unsupported(format!("writing {}: {e}", dest.display())),
+                )
+            })?;
+        t.run_labelled("verify", &format!("verify {}", chunk.name), 1, || {
             let back = mlpackage::read_package(&dest).map_err(|e| {
                 ExportError::Unsupported(format!("reading back {}: {e}", dest.display()))
             })?;

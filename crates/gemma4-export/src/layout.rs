@@ -40,6 +40,8 @@ pub struct ModelLayout {
     pub rms_norm_eps: f64,
     /// Final logit softcap `c` (`logits = c·tanh(logits/c)`), if any.
     pub final_logit_softcapping: Option<f64>,
+    /// The LM head is the embedding matrix (else a separate `lm_head.weight`).
+    pub tie_word_embeddings: bool,
     pub layers: Vec<LayerInfo>,
 }
 
@@ -59,6 +61,7 @@ impl ModelLayout {
             sliding_window: cfg.sliding_window(),
             rms_norm_eps: cfg.rms_norm_eps(),
             final_logit_softcapping: cfg.final_logit_softcapping(),
+            tie_word_embeddings: cfg.tie_word_embeddings(),
             layers: cfg
                 .layers()
                 .iter()
@@ -121,6 +124,15 @@ impl ModelLayout {
     /// The widest head dim: every KV cache slot is padded to it (the runtime's layout).
     pub fn max_head_dim(&self) -> usize {
         self.layers.iter().map(|l| l.head_dim).max().unwrap_or(0)
+    }
+
+    /// Checkpoint key of the LM head weight.
+    pub fn lm_head_key(&self) -> &'static str {
+        if self.tie_word_embeddings {
+            "embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        }
     }
 
     /// Total PLE width (`L · P`).

@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod bundle;
+pub mod dequant;
 pub mod emit;
 pub mod error;
 pub mod layout;

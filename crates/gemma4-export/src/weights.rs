@@ -40,6 +40,24 @@ impl WeightSource for gemma4::Checkpoint {
     fn load(&self, key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         Ok(self.load_f32(key)?)
     }
+
+    fn load_rows(&self, key: &str, start: usize, count: usize, cols: usize) -> Result<Vec<f32>> {
+        let shape = self.shape(key)?;
+        let row: usize = shape.iter().skip(1).product();
+        if shape.len() > 1 && row != cols {
+            return Err(ExportError::Shape {
+                tensor: key.to_string(),
+                expected: vec![start + count, cols],
+                found: shape,
+            });
+        }
+        if shape.len() <= 1 {
+            // a vector read as one row
+            let (_, v) = self.load_f32(key)?;
+            return Ok(v);
+        }
+        Ok(self.load_rows_f32(key, start, count)?)
+    }
 }
 
 /// Palettization settings (`nbits == 0`: keep dense).
@@ -212,6 +230,42 @@ impl<'a> Weights<'a> {
         }
         .map_err(vt)?;
         Ok(Prepared::Lut { indices, lut })
+    }
+
+    /// The values a graph built with these settings computes with for the projection `key` (`[O, I]`):
+    /// the dequantised LUT if it is palettized, else the weight rounded to the graph's dtype.
+    pub fn graph_values(&self, key: &str, o: usize, i: usize) -> Result<Vec<f32>> {
+        let v = self.load_checked(key, &[o, i])?;
+        let shape4 = [o, i, 1, 1];
+        let cfg = LutConfig::new(self.quant.nbits.max(1), self.quant.group_size);
+        if self.quant.nbits > 0
+            && matches!(
+                palettize::decide(&shape4, &cfg, &self.policy),
+                Decision::Palettize
+            )
+        {
+            let pe = |source| ExportError::Palettize {
+                tensor: key.to_string(),
+                source,
+            };
+            let p = palettize::palettize_f32(key, &v, &shape4, &cfg, self.pool).map_err(pe)?;
+            return Ok(p
+                .dequantize(key)
+                .map_err(pe)?
+                .iter()
+                .map(|x| x.to_f32())
+                .collect());
+        }
+        Ok(self.round(v))
+    }
+
+    /// Round values to the graph's float dtype (identity for fp32 graphs).
+    pub fn round(&self, v: Vec<f32>) -> Vec<f32> {
+        if self.fp32 {
+            v
+        } else {
+            v.into_iter().map(|x| f16::from_f32(x).to_f32()).collect()
+        }
     }
 
     /// A rank-1 weight (norm gain) as a dense literal of the graph's float dtype.

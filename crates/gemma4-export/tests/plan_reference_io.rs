@@ -33,6 +33,7 @@ fn e2b_like(
         sliding_window: w,
         rms_norm_eps: 1e-6,
         final_logit_softcapping: Some(30.0),
+        tie_word_embeddings: true,
         layers: (0..l)
             .map(|i| LayerInfo {
                 kind: kind(i),
@@ -245,6 +246,7 @@ fn e4b_shaped_boundaries() {
         sliding_window: 512,
         rms_norm_eps: 1e-6,
         final_logit_softcapping: Some(30.0),
+        tie_word_embeddings: true,
         layers: (0..l)
             .map(|i| LayerInfo {
                 kind: kind(i),

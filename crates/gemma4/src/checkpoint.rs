@@ -212,6 +212,12 @@ impl Checkpoint {
         t.to_dtype(dtype).ctx(op)
     }
 
+    /// Read rows `start..start+count` (along dim 0) of one tensor as f32, touching only those rows.
+    pub fn load_rows_f32(&self, name: &str, start: usize, count: usize) -> Result<Vec<f32>> {
+        let (file, full) = self.locate(name)?;
+        file.read_rows_f32(&full, start, count)
+    }
+
     /// Read one tensor as f32: `(shape, row-major values)`.
     pub fn load_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let (file, full) = self.locate(name)?;

@@ -298,6 +298,59 @@ impl StFile {
         Ok((e.shape.clone(), v))
     }
 
+    /// Decode rows `start..start+count` (along dim 0) of a float tensor to f32 (checks finiteness).
+    /// Only those rows are touched, so large tables (the PLE table) are read slab by slab.
+    pub fn read_rows_f32(&self, name: &str, start: usize, count: usize) -> Result<Vec<f32>> {
+        let e = self.entry(name)?;
+        let rows = e.shape.first().copied().unwrap_or(1);
+        let row_len: usize = e.shape.iter().skip(1).product();
+        if start.checked_add(count).is_none_or(|end| end > rows) {
+            return Err(Error::BadInput {
+                reason: format!(
+                    "rows {start}..{} of `{name}` in {}: the tensor has {rows} rows",
+                    start.saturating_add(count),
+                    self.path.display()
+                ),
+            });
+        }
+        let width = match e.dtype {
+            StDtype::F32 => 4,
+            StDtype::F16 | StDtype::BF16 => 2,
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    file: self.path.clone(),
+                    tensor: name.to_string(),
+                    dtype: other.name().to_string(),
+                });
+            }
+        };
+        let all = self.bytes(e);
+        let b = &all[start * row_len * width..(start + count) * row_len * width];
+        let v: Vec<f32> = match e.dtype {
+            StDtype::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            StDtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => b
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        };
+        if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(Error::NonFinite {
+                file: self.path.clone(),
+                tensor: name.to_string(),
+                index: start * row_len + i,
+                value: format!("{x}"),
+            });
+        }
+        Ok(v)
+    }
+
     /// Decode a float tensor to f32 (checks finiteness).
     pub fn read_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let (shape, data) = self.read_float(name)?;

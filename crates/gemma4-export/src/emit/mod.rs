@@ -268,7 +268,7 @@ fn emit_head(
     };
     let gain = w.vector("norm.weight", h)?;
     let normed = rms_norm(b, "final_norm", x, Some(gain), lay.rms_norm_eps, h).map_err(mil_err)?;
-    let lm = w.conv_weight(b, "lm_head_weight", "embed_tokens.weight", v, h)?;
+    let lm = w.conv_weight(b, "lm_head_weight", lay.lm_head_key(), v, h)?;
     let r: R<(Var, Var)> = (|| {
         let x4 = to_nchw(b, "final_nchw", &normed, h)?;
         let logits = b.conv_1x1("lm_head", &x4, &lm, None)?;

@@ -1,0 +1,124 @@
+//! `gemma-convert bench`: greedy decoding through a chunk set (as the device runtime does it: int8
+//! side-file embeddings, the host loop of `mil_runtime::chunkset`), reporting decode tokens/s and
+//! milliseconds per chunk call. The first `--warmup` steps are excluded from the figures.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use mil_runtime::chunkset::{ChunkSet, SideFileEmbedder};
+use serde_json::json;
+
+use crate::exit::UsageError;
+use crate::parity::BackendArg;
+
+/// Arguments of `gemma-convert bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The chunk set directory.
+    #[arg(long)]
+    pub chunks: PathBuf,
+    /// Decode steps to time.
+    #[arg(long, default_value_t = 64)]
+    pub tokens: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Backend that runs the chunks.
+    #[arg(long, value_enum, default_value_t = BackendArg::Interpreter)]
+    pub backend: BackendArg,
+    /// First token (default: the config's BOS).
+    #[arg(long)]
+    pub start: Option<u32>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run the benchmark.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.tokens == 0 {
+        return Err(UsageError {
+            flag: "--tokens",
+            reason: "must be at least 1".into(),
+        }
+        .into());
+    }
+    if !args.chunks.join("model_config.json").is_file() {
+        return Err(UsageError {
+            flag: "--chunks",
+            reason: format!(
+                "{}: no model_config.json (not a chunk set)",
+                args.chunks.display()
+            ),
+        }
+        .into());
+    }
+    let t_load = Instant::now();
+    let mut set = ChunkSet::open(&args.chunks, args.backend.kind())
+        .with_context(|| format!("loading {}", args.chunks.display()))?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    let emb = SideFileEmbedder::open(&args.chunks, set.config())?;
+    let names = set.chunk_names();
+    let backend = set.backend_name().to_string();
+    let ctx = set.config().context_length;
+    let mut token = args.start.or(set.config().bos_token_id).unwrap_or(2);
+    let total = (args.warmup + args.tokens).min(ctx);
+    let timed = total.saturating_sub(args.warmup);
+    if timed == 0 {
+        return Err(UsageError {
+            flag: "--tokens",
+            reason: format!(
+                "context length {ctx} leaves no step after {} warm-up steps",
+                args.warmup
+            ),
+        }
+        .into());
+    }
+    let mut per_chunk = vec![0f64; names.len()];
+    let mut session = set.session();
+    let mut generated = Vec::new();
+    let mut t0 = Instant::now();
+    for step in 0..total {
+        if step == args.warmup {
+            t0 = Instant::now();
+            per_chunk.iter_mut().for_each(|x| *x = 0.0);
+        }
+        let out = session
+            .step(token, &emb, false)
+            .with_context(|| format!("decode step {step}"))?;
+        for (acc, d) in per_chunk.iter_mut().zip(&out.chunk_times) {
+            *acc += d.as_secs_f64() * 1e3;
+        }
+        token = out.token_id;
+        generated.push(token);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let tps = timed as f64 / secs;
+    let ms: Vec<f64> = per_chunk.iter().map(|t| t / timed as f64).collect();
+    if args.json {
+        let v = json!({
+            "chunks": args.chunks,
+            "backend": backend,
+            "tokens": timed,
+            "warmup": args.warmup,
+            "load_seconds": load_s,
+            "tokens_per_second": tps,
+            "ms_per_token": 1e3 / tps,
+            "ms_per_chunk_call": names.iter().zip(&ms).map(|(n, m)| json!({"chunk": n, "ms": m})).collect::<Vec<_>>(),
+            "generated": generated,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "bench {} ({backend}): {timed} tokens in {secs:.2} s = {tps:.2} tokens/s ({:.1} ms/token), load {load_s:.2} s",
+            args.chunks.display(),
+            1e3 / tps
+        );
+        for (n, m) in names.iter().zip(&ms) {
+            println!("  {n:<16} {m:9.2} ms/call");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! `gemma-convert parity`: run a chunk set's decode function token by token and compare the
+//! full-vocabulary logits with a golden file (HF transformers, fp32) or with our reference forward.
+//!
+//! Teacher forcing: the golden's `input_ids` (prompt) then its `decode_input_ids` are fed one per
+//! step at positions 0, 1, …; step `p` is compared with golden row `p` (prompt logits, then decode
+//! logits). Without `--golden`, the reference forward (gemma4, f32) runs over `--ids` and then
+//! greedily continues `--decode-tokens` steps; the chunk set is fed the same ids.
+//!
+//! The chunk set is loaded from disk (never the exporter's memory). Embeddings come from the
+//! checkpoint's exact tables by default (`--embeddings checkpoint`: what HF computes), or from the
+//! set's int8 side files (`--embeddings side`: what the device runtime computes).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use gemma4::{Checkpoint, DType, Reference};
+use mil_runtime::BackendKind;
+use mil_runtime::chunkset::{ChunkSet, ChunkSetError, Embedder, SideFileEmbedder};
+use mil_runtime::parity::{Comparator, Tolerance};
+use serde_json::json;
+
+use crate::exit::{CheckFailed, UsageError};
+use crate::model_source;
+
+/// Which backend runs the chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// The CPU MIL interpreter (any platform).
+    Interpreter,
+    /// Core ML on the Neural Engine (macOS builds with `--features coreml` only).
+    Coreml,
+}
+
+impl BackendArg {
+    /// The runtime's backend kind.
+    pub fn kind(self) -> BackendKind {
+        match self {
+            BackendArg::Interpreter => BackendKind::Cpu,
+            BackendArg::Coreml => BackendKind::CoreMl,
+        }
+    }
+}
+
+/// Where token embeddings come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmbeddingsArg {
+    /// The checkpoint's tables, exact (what HF computes).
+    Checkpoint,
+    /// The set's int8 side files (what the device runtime computes).
+    Side,
+}
+
+/// Arguments of `gemma-convert parity`.
+#[derive(Debug, Args)]
+pub struct ParityArgs {
+    /// The checkpoint the set was built from (directory or HF repo id).
+    #[arg(long)]
+    pub model: String,
+    /// The chunk set directory.
+    #[arg(long)]
+    pub chunks: PathBuf,
+    /// Golden file made by HF transformers (`input_ids`, `logits`, `decode_input_ids`,
+    /// `decode_logits`); without it the reference forward is the reference.
+    #[arg(long)]
+    pub golden: Option<PathBuf>,
+    /// Named tolerance (default: from the set — fp32 graphs → fp32, fp16 → fp16, palettized →
+    /// palettized).
+    #[arg(long)]
+    pub tolerance: Option<String>,
+    /// Backend that runs the chunks.
+    #[arg(long, value_enum, default_value_t = BackendArg::Interpreter)]
+    pub backend: BackendArg,
+    /// Embedding source.
+    #[arg(long, value_enum, default_value_t = EmbeddingsArg::Checkpoint)]
+    pub embeddings: EmbeddingsArg,
+    /// Prompt ids without `--golden` (default: BOS then ids 3..18).
+    #[arg(long, value_delimiter = ',')]
+    pub ids: Vec<u32>,
+    /// Greedy steps after the prompt without `--golden`.
+    #[arg(long, default_value_t = 16)]
+    pub decode_tokens: usize,
+    /// Weights of the reference forward (without `--golden`): `original`, or `graph` = exactly the
+    /// weights the set's graphs use (dequantised LUTs, rounded to the graph dtype) — checks the
+    /// conversion separately from the quantisation error. `graph` writes a temporary f32 checkpoint:
+    /// for small models.
+    #[arg(long, value_enum, default_value_t = ReferenceWeights::Original)]
+    pub reference_weights: ReferenceWeights,
+    /// Print one JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Weights the reference forward runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReferenceWeights {
+    /// The checkpoint as is.
+    Original,
+    /// The weights the set's graphs compute with.
+    Graph,
+}
+
+/// Write the graph-weights checkpoint of `set` into a temp dir (build settings from its manifest).
+fn graph_weights_checkpoint(
+    ckpt: &Checkpoint,
+    set: &Path,
+) -> Result<(tempfile::TempDir, Checkpoint)> {
+    let m =
+        gemma4_export::bundle::manifest::ChunkSetManifest::read(set).map_err(|e| UsageError {
+            flag: "--reference-weights",
+            reason: format!("graph weights need the set's manifest.json: {e}"),
+        })?;
+    let b = &m.build;
+    let nbits = b["nbits"].as_u64().unwrap_or(0) as u8;
+    let group_size = b["group_size"].as_u64().unwrap_or(32) as usize;
+    let fp32 = b["precision"].as_str() == Some("fp32");
+    let tmp = tempfile::tempdir().context("temporary directory")?;
+    gemma4_export::dequant::write_graph_weights_checkpoint(
+        ckpt,
+        &gemma4_export::Quant { nbits, group_size },
+        fp32,
+        tmp.path(),
+    )?;
+    let c = Checkpoint::open(tmp.path()).context("opening the graph-weights checkpoint")?;
+    Ok((tmp, c))
+}
+
+/// Exact embeddings from the checkpoint: `embed_tokens[t]·√H` and `embed_tokens_per_layer[t]·√P`
+/// in f32, read row by row through mmap.
+pub struct CheckpointEmbedder {
+    ckpt: Checkpoint,
+    embed_scale: f32,
+    ple_scale: f32,
+    has_ple: bool,
+}
+
+impl CheckpointEmbedder {
+    /// Wrap an opened checkpoint.
+    pub fn new(ckpt: Checkpoint) -> CheckpointEmbedder {
+        let cfg = ckpt.config();
+        CheckpointEmbedder {
+            embed_scale: (cfg.hidden_size() as f32).sqrt(),
+            ple_scale: (cfg.hidden_size_per_layer_input() as f32).sqrt(),
+            has_ple: cfg.has_ple(),
+            ckpt,
+        }
+    }
+
+    fn row(&self, name: &str, t: u32, scale: f32) -> Result<Vec<f32>, ChunkSetError> {
+        let v =
+            self.ckpt
+                .load_rows_f32(name, t as usize, 1)
+                .map_err(|e| ChunkSetError::SideFile {
+                    file: self.ckpt.dir().to_path_buf(),
+                    msg: e.to_string(),
+                })?;
+        Ok(v.into_iter().map(|x| x * scale).collect())
+    }
+}
+
+impl Embedder for CheckpointEmbedder {
+    fn hidden(&self, t: u32) -> Result<Vec<f32>, ChunkSetError> {
+        self.row("embed_tokens.weight", t, self.embed_scale)
+    }
+    fn ple_raw(&self, t: u32) -> Result<Vec<f32>, ChunkSetError> {
+        if !self.has_ple {
+            return Ok(Vec::new());
+        }
+        self.row("embed_tokens_per_layer.weight", t, self.ple_scale)
+    }
+}
+
+/// The ids to feed and the reference logits row of each step.
+struct ReferenceRun {
+    ids: Vec<u32>,
+    logits: Vec<Vec<f32>>,
+    source: String,
+}
+
+fn golden_reference(path: &Path) -> Result<ReferenceRun> {
+    let g = gemma4::golden::Golden::load(path).map_err(|e| UsageError {
+        flag: "--golden",
+        reason: e.to_string(),
+    })?;
+    let v = g.vocab;
+    let mut logits: Vec<Vec<f32>> = g.logits.chunks(v).map(<[f32]>::to_vec).collect();
+    logits.extend(g.decode_logits.chunks(v).map(<[f32]>::to_vec));
+    let ids: Vec<u32> = g
+        .input_ids
+        .iter()
+        .chain(&g.decode_input_ids)
+        .copied()
+        .collect();
+    Ok(ReferenceRun {
+        ids,
+        logits,
+        source: format!("golden:{}", path.display()),
+    })
+}
+
+fn forward_reference(ckpt: &Checkpoint, prompt: &[u32], steps: usize) -> Result<ReferenceRun> {
+    let r = Reference::load(ckpt, DType::F32)?;
+    let mut state = r.new_state();
+    let mut ids = prompt.to_vec();
+    let mut logits = Vec::new();
+    let out = r.forward(prompt, &mut state, None)?;
+    let rows: Vec<Vec<f32>> = out.to_vec2()?;
+    logits.extend(rows);
+    for _ in 0..steps {
+        let last = logits.last().context("empty prompt")?;
+        let next = mil_runtime::parity::argmax(last) as u32;
+        ids.push(next);
+        let out = r.forward(&[next], &mut state, None)?;
+        let mut rows: Vec<Vec<f32>> = out.to_vec2()?;
+        logits.push(rows.pop().context("no logits")?);
+    }
+    // the last greedy token was never fed; drop it so ids and rows align
+    ids.truncate(logits.len());
+    Ok(ReferenceRun {
+        ids,
+        logits,
+        source: "reference-forward(f32)".into(),
+    })
+}
+
+fn default_tolerance(set: &ChunkSet) -> Tolerance {
+    let raw = &set.config().raw;
+    let quant = raw
+        .get("quantization")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let precision = raw
+        .get("precision")
+        .and_then(|v| v.as_str())
+        .unwrap_or("fp16");
+    if quant.starts_with("int") {
+        Tolerance::Palettized
+    } else if precision == "fp32" {
+        Tolerance::Fp32
+    } else {
+        Tolerance::Fp16
+    }
+}
+
+/// Run the parity check.
+pub fn run(args: &ParityArgs) -> Result<()> {
+    let tolerance = match &args.tolerance {
+        Some(t) => Some(Tolerance::parse(t).ok_or_else(|| UsageError {
+            flag: "--tolerance",
+            reason: format!("`{t}` is not one of exact, fp32, fp16, palettized"),
+        })?),
+        None => None,
+    };
+    let model_dir = model_source::resolve(&args.model)?;
+    let ckpt =
+        Checkpoint::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
+    if !args.chunks.join("model_config.json").is_file() {
+        return Err(UsageError {
+            flag: "--chunks",
+            reason: format!(
+                "{}: no model_config.json (not a chunk set)",
+                args.chunks.display()
+            ),
+        }
+        .into());
+    }
+    let reference = match &args.golden {
+        Some(g) => golden_reference(g)?,
+        None => {
+            let prompt = if args.ids.is_empty() {
+                let bos = ckpt.config().bos_token_id().unwrap_or(2);
+                std::iter::once(bos).chain(3..18).collect()
+            } else {
+                args.ids.clone()
+            };
+            match args.reference_weights {
+                ReferenceWeights::Original => {
+                    forward_reference(&ckpt, &prompt, args.decode_tokens)?
+                }
+                ReferenceWeights::Graph => {
+                    let (_tmp, g) = graph_weights_checkpoint(&ckpt, &args.chunks)?;
+                    let mut r = forward_reference(&g, &prompt, args.decode_tokens)?;
+                    r.source = "reference-forward(f32, graph weights)".into();
+                    r
+                }
+            }
+        }
+    };
+    if args.golden.is_some() && args.reference_weights == ReferenceWeights::Graph {
+        return Err(UsageError {
+            flag: "--reference-weights",
+            reason: "`graph` applies to the reference forward; drop --golden".into(),
+        }
+        .into());
+    }
+    let mut set = ChunkSet::open(&args.chunks, args.backend.kind())
+        .with_context(|| format!("loading {}", args.chunks.display()))?;
+    let tolerance = tolerance.unwrap_or_else(|| default_tolerance(&set));
+    if reference.logits.first().map(Vec::len) != Some(set.config().vocab_size) {
+        bail!(UsageError {
+            flag: "--golden",
+            reason: format!(
+                "reference vocabulary {} does not match the set's {}",
+                reference.logits.first().map(Vec::len).unwrap_or(0),
+                set.config().vocab_size
+            ),
+        });
+    }
+    let variant = set.config().variant.clone();
+    let backend = set.backend_name().to_string();
+    let side;
+    let exact;
+    let embedder: &dyn Embedder = match args.embeddings {
+        EmbeddingsArg::Checkpoint => {
+            exact = CheckpointEmbedder::new(Checkpoint::open(&model_dir)?);
+            &exact
+        }
+        EmbeddingsArg::Side => {
+            side = SideFileEmbedder::open(&args.chunks, set.config())?;
+            &side
+        }
+    };
+    let mut cmp = Comparator::new();
+    let mut session = set.session();
+    let mut chunk_ms: BTreeMap<usize, f64> = BTreeMap::new();
+    for (p, (&t, want)) in reference.ids.iter().zip(&reference.logits).enumerate() {
+        let out = session
+            .step(t, embedder, true)
+            .with_context(|| format!("decode step at position {p}"))?;
+        let got = out.logits.context("the head chunk returned no logits")?;
+        cmp.add(&got, want, out.token_id as usize);
+        for (i, d) in out.chunk_times.iter().enumerate() {
+            *chunk_ms.entry(i).or_default() += d.as_secs_f64() * 1e3;
+        }
+    }
+    let m = cmp.metrics();
+    let verdict = tolerance.check(&m);
+    if args.json {
+        let v = json!({
+            "variant": variant,
+            "backend": backend,
+            "reference": reference.source,
+            "embeddings": match args.embeddings { EmbeddingsArg::Checkpoint => "checkpoint", EmbeddingsArg::Side => "side" },
+            "tolerance": tolerance.name(),
+            "positions": m.positions,
+            "top1_agreement": m.top1_agreement,
+            "max_abs_logit_diff": m.max_abs_logit_diff,
+            "mean_abs_logit_diff": m.mean_abs_logit_diff,
+            "mean_kl": m.mean_kl,
+            "token_id_is_argmax": m.token_id_is_argmax,
+            "worst_position": m.worst_position,
+            "pass": verdict.is_ok(),
+            "failure": verdict.as_ref().err(),
+            "per_position": m.per_position,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "parity {} ({variant}, {backend}) vs {}: {} positions, top-1 {:.1}%, max |Δlogit| {:.3e}, mean |Δlogit| {:.3e}, mean KL {:.3e} → {} ({})",
+            args.chunks.display(),
+            reference.source,
+            m.positions,
+            100.0 * m.top1_agreement,
+            m.max_abs_logit_diff,
+            m.mean_abs_logit_diff,
+            m.mean_kl,
+            if verdict.is_ok() { "PASS" } else { "FAIL" },
+            tolerance.name()
+        );
+    }
+    match verdict {
+        Ok(()) => Ok(()),
+        Err(why) => {
+            Err(CheckFailed(format!("parity ({} tolerance): {why}", tolerance.name())).into())
+        }
+    }
+}

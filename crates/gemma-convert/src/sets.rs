@@ -1,0 +1,162 @@
+//! Chunk-set maintenance for CI regeneration:
+//! * `compare A B`: file-by-file sha256 comparison (exit 1 when they differ);
+//! * `assemble --out SET PART…`: join `--only` parts into the set a full build writes;
+//! * `rebuild SET --out NEW`: re-run the canonical command recorded in `SET/manifest.json` and check
+//!   the result is byte-identical.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser};
+use gemma4_export::bundle::manifest::{ChunkSetManifest, compare_sets};
+use serde_json::json;
+
+use crate::build_cmd::{self, BuildArgs};
+use crate::exit::{CheckFailed, UsageError};
+
+/// Arguments of `gemma-convert compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// First set.
+    pub a: PathBuf,
+    /// Second set.
+    pub b: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `gemma-convert assemble`.
+#[derive(Debug, Args)]
+pub struct AssembleArgs {
+    /// Output set directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing non-empty output directory.
+    #[arg(long)]
+    pub force: bool,
+    /// Part directories written by `--only`.
+    #[arg(required = true)]
+    pub parts: Vec<PathBuf>,
+}
+
+/// Arguments of `gemma-convert rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The set whose manifest.json holds the command.
+    pub set: PathBuf,
+    /// Where to write the rebuilt set.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Use this checkpoint instead of the recorded `--model`.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Worker threads.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Replace an existing non-empty output directory.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn report(a: &std::path::Path, b: &std::path::Path, json_out: bool) -> Result<()> {
+    let d = compare_sets(a, b)
+        .with_context(|| format!("comparing {} and {}", a.display(), b.display()))?;
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "a": a, "b": b, "identical": d.is_identical(),
+                "same": d.identical.len(), "differ": d.differ, "only_in_a": d.only_in_a, "only_in_b": d.only_in_b,
+            }))?
+        );
+    } else {
+        println!("{} files identical", d.identical.len());
+        for f in &d.differ {
+            println!("differ     {f}");
+        }
+        for f in &d.only_in_a {
+            println!("only in {}: {f}", a.display());
+        }
+        for f in &d.only_in_b {
+            println!("only in {}: {f}", b.display());
+        }
+    }
+    if d.is_identical() {
+        Ok(())
+    } else {
+        Err(CheckFailed(format!(
+            "sets differ: {} differing, {} only in {}, {} only in {}",
+            d.differ.len(),
+            d.only_in_a.len(),
+            a.display(),
+            d.only_in_b.len(),
+            b.display()
+        ))
+        .into())
+    }
+}
+
+/// `compare`.
+pub fn compare(args: &CompareArgs) -> Result<()> {
+    for p in [&args.a, &args.b] {
+        if !p.is_dir() {
+            return Err(UsageError {
+                flag: "SET",
+                reason: format!("{}: not a directory", p.display()),
+            }
+            .into());
+        }
+    }
+    report(&args.a, &args.b, args.json)
+}
+
+/// `assemble`.
+pub fn assemble(args: &AssembleArgs) -> Result<()> {
+    let out = gemma4_export::build::assemble(&args.parts, &args.out, args.force)?;
+    eprintln!(
+        "assembled {} parts into {}",
+        args.parts.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Only the build flags, for re-parsing a recorded command.
+#[derive(Debug, Parser)]
+#[command(name = "gemma-convert")]
+struct RecordedCommand {
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+/// `rebuild`.
+pub fn rebuild(args: &RebuildArgs) -> Result<()> {
+    let m = ChunkSetManifest::read(&args.set).map_err(|e| UsageError {
+        flag: "SET",
+        reason: e.to_string(),
+    })?;
+    let parsed = RecordedCommand::try_parse_from(&m.command).map_err(|e| UsageError {
+        flag: "SET",
+        reason: format!(
+            "manifest command `{}` does not parse: {e}",
+            m.command.join(" ")
+        ),
+    })?;
+    let mut b = parsed.build;
+    if let Some(model) = &args.model {
+        b.model = Some(model.clone());
+    }
+    b.out = Some(args.out.clone());
+    b.threads = args.threads;
+    b.force = args.force;
+    b.quiet = args.json;
+    if !args.json {
+        eprintln!("rebuilding: {}", m.command.join(" "));
+    }
+    build_cmd::run(&b)?;
+    report(&args.set, &args.out, args.json)
+}
