@@ -13,7 +13,11 @@ fn model(name: &str) -> String {
 }
 
 fn golden(name: &str) -> String {
-    fixtures().join("goldens").join(format!("{name}.safetensors")).display().to_string()
+    fixtures()
+        .join("goldens")
+        .join(format!("{name}.safetensors"))
+        .display()
+        .to_string()
 }
 
 fn run(args: &[&str]) -> Output {
@@ -25,11 +29,23 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn build(m: &str, out: &Path, extra: &[&str]) -> Output {
-    let mut a = vec!["--model", m, "--ctx", "64", "--out", out.to_str().unwrap(), "--quiet"];
+    let mut a = vec![
+        "--model",
+        m,
+        "--ctx",
+        "64",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
     a.extend_from_slice(extra);
     run(&a)
 }
@@ -42,15 +58,36 @@ fn json(o: &Output) -> serde_json::Value {
 fn fp32_build_passes_fp32_parity_and_reports_the_contract_fields() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("set");
-    let o = build(&model("tiny-e2b"), &out, &["--nbits", "0", "--precision", "fp32"]);
+    let o = build(
+        &model("tiny-e2b"),
+        &out,
+        &["--nbits", "0", "--precision", "fp32"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = run(&[
-        "parity", "--model", &model("tiny-e2b"), "--chunks", out.to_str().unwrap(),
-        "--golden", &golden("tiny-e2b"), "--tolerance", "fp32", "--json",
+        "parity",
+        "--model",
+        &model("tiny-e2b"),
+        "--chunks",
+        out.to_str().unwrap(),
+        "--golden",
+        &golden("tiny-e2b"),
+        "--tolerance",
+        "fp32",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let r = json(&o);
-    for k in ["variant", "backend", "positions", "top1_agreement", "max_abs_logit_diff", "mean_abs_logit_diff", "mean_kl", "pass"] {
+    for k in [
+        "variant",
+        "backend",
+        "positions",
+        "top1_agreement",
+        "max_abs_logit_diff",
+        "mean_abs_logit_diff",
+        "mean_kl",
+        "pass",
+    ] {
         assert!(r.get(k).is_some(), "report lacks {k}: {r}");
     }
     assert_eq!(r["pass"], true);
@@ -59,7 +96,15 @@ fn fp32_build_passes_fp32_parity_and_reports_the_contract_fields() {
     // 12 prompt + 16 decode positions, past the window W = 8
     assert_eq!(r["positions"], 28);
     // without a golden: the reference forward
-    let o = run(&["parity", "--model", &model("tiny-e2b"), "--chunks", out.to_str().unwrap(), "--tolerance", "fp32"]);
+    let o = run(&[
+        "parity",
+        "--model",
+        &model("tiny-e2b"),
+        "--chunks",
+        out.to_str().unwrap(),
+        "--tolerance",
+        "fp32",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -67,21 +112,40 @@ fn fp32_build_passes_fp32_parity_and_reports_the_contract_fields() {
 fn a_perturbed_weight_fails_parity() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("set");
-    assert!(build(&model("tiny-e2b"), &out, &["--nbits", "0", "--precision", "fp32"]).status.success());
+    assert!(
+        build(
+            &model("tiny-e2b"),
+            &out,
+            &["--nbits", "0", "--precision", "fp32"]
+        )
+        .status
+        .success()
+    );
     // Scale one weight blob of chunk2 (the first fp32 blob after the header) by 1.5.
     let wb = out.join("chunk2.mlpackage/Data/com.apple.CoreML/weights/weight.bin");
     let mut b = std::fs::read(&wb).unwrap();
     let size = u64::from_le_bytes(b[72..80].try_into().unwrap()) as usize;
     let data = u64::from_le_bytes(b[80..88].try_into().unwrap()) as usize;
-    assert_eq!(u32::from_le_bytes(b[68..72].try_into().unwrap()), 2, "first blob is fp32");
+    assert_eq!(
+        u32::from_le_bytes(b[68..72].try_into().unwrap()),
+        2,
+        "first blob is fp32"
+    );
     for c in b[data..data + size].chunks_exact_mut(4) {
         let v = f32::from_le_bytes(c.try_into().unwrap()) * 1.5;
         c.copy_from_slice(&v.to_le_bytes());
     }
     std::fs::write(&wb, b).unwrap();
     let o = run(&[
-        "parity", "--model", &model("tiny-e2b"), "--chunks", out.to_str().unwrap(),
-        "--golden", &golden("tiny-e2b"), "--tolerance", "fp32",
+        "parity",
+        "--model",
+        &model("tiny-e2b"),
+        "--chunks",
+        out.to_str().unwrap(),
+        "--golden",
+        &golden("tiny-e2b"),
+        "--tolerance",
+        "fp32",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("FAIL"), "{}", text(&o));
@@ -92,16 +156,32 @@ fn a_sliding_mask_off_by_one_fails_parity() {
     // lite keeps ctx-long sliding caches; the host builds the window mask from model_config.json.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("set");
-    let o = build(&model("tiny-e2b"), &out, &["--variant", "lite", "--nbits", "0", "--precision", "fp32"]);
+    let o = build(
+        &model("tiny-e2b"),
+        &out,
+        &["--variant", "lite", "--nbits", "0", "--precision", "fp32"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let args = [
-        "parity", "--model", &model("tiny-e2b"), "--chunks", out.to_str().unwrap(),
-        "--golden", &golden("tiny-e2b"), "--tolerance", "fp32",
+        "parity",
+        "--model",
+        &model("tiny-e2b"),
+        "--chunks",
+        out.to_str().unwrap(),
+        "--golden",
+        &golden("tiny-e2b"),
+        "--tolerance",
+        "fp32",
     ];
     let o = run(&args);
-    assert!(o.status.success(), "correct lite set must pass: {}", text(&o));
+    assert!(
+        o.status.success(),
+        "correct lite set must pass: {}",
+        text(&o)
+    );
     let mc = out.join("model_config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mc).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&mc).unwrap()).unwrap();
     cfg["sliding_window"] = serde_json::json!(cfg["sliding_window"].as_u64().unwrap() + 1);
     std::fs::write(&mc, serde_json::to_string(&cfg).unwrap()).unwrap();
     let o = run(&args);
@@ -112,16 +192,39 @@ fn a_sliding_mask_off_by_one_fails_parity() {
 fn int4_build_matches_its_own_graph_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("set");
-    assert!(build(&model("tiny-pal"), &out, &["--nbits", "4", "--precision", "fp32"]).status.success());
+    assert!(
+        build(
+            &model("tiny-pal"),
+            &out,
+            &["--nbits", "4", "--precision", "fp32"]
+        )
+        .status
+        .success()
+    );
     let o = run(&[
-        "parity", "--model", &model("tiny-pal"), "--chunks", out.to_str().unwrap(),
-        "--reference-weights", "graph", "--tolerance", "fp32", "--json",
+        "parity",
+        "--model",
+        &model("tiny-pal"),
+        "--chunks",
+        out.to_str().unwrap(),
+        "--reference-weights",
+        "graph",
+        "--tolerance",
+        "fp32",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     // against the unquantised golden the same set is far off (the tiny random model is fragile)
     let o = run(&[
-        "parity", "--model", &model("tiny-pal"), "--chunks", out.to_str().unwrap(),
-        "--golden", &golden("tiny-pal"), "--tolerance", "fp32",
+        "parity",
+        "--model",
+        &model("tiny-pal"),
+        "--chunks",
+        out.to_str().unwrap(),
+        "--golden",
+        &golden("tiny-pal"),
+        "--tolerance",
+        "fp32",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
 }
@@ -130,8 +233,19 @@ fn int4_build_matches_its_own_graph_weights() {
 fn bench_and_inspect_report() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("set");
-    assert!(build(&model("tiny-pal"), &out, &["--nbits", "4"]).status.success());
-    let o = run(&["bench", "--chunks", out.to_str().unwrap(), "--tokens", "8", "--json"]);
+    assert!(
+        build(&model("tiny-pal"), &out, &["--nbits", "4"])
+            .status
+            .success()
+    );
+    let o = run(&[
+        "bench",
+        "--chunks",
+        out.to_str().unwrap(),
+        "--tokens",
+        "8",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let r = json(&o);
     assert!(r["tokens_per_second"].as_f64().unwrap() > 0.0);
@@ -139,11 +253,20 @@ fn bench_and_inspect_report() {
     let o = run(&["inspect", out.join("chunk4.mlpackage").to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    for s in ["token_id", "kv14_k", "constexpr_lut_to_dense", "lut indices"] {
+    for s in [
+        "token_id",
+        "kv14_k",
+        "constexpr_lut_to_dense",
+        "lut indices",
+    ] {
         assert!(t.contains(s), "inspect output lacks {s}:\n{t}");
     }
     let o = run(&["inspect", out.to_str().unwrap(), "--mil"]);
-    assert!(o.status.success() && text(&o).contains("decode_q1"), "{}", text(&o));
+    assert!(
+        o.status.success() && text(&o).contains("decode_q1"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -154,28 +277,53 @@ fn compare_rebuild_and_assemble() {
     assert!(build(&m, &a, &["--nbits", "4", "--zip"]).status.success());
     assert!(tmp.path().join("a.zip").is_file());
     let b = tmp.path().join("b");
-    let o = run(&["rebuild", a.to_str().unwrap(), "--out", b.to_str().unwrap(), "--model", &m, "--threads", "1"]);
-    assert!(o.status.success(), "rebuild must be identical: {}", text(&o));
+    let o = run(&[
+        "rebuild",
+        a.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+        "--model",
+        &m,
+        "--threads",
+        "1",
+    ]);
+    assert!(
+        o.status.success(),
+        "rebuild must be identical: {}",
+        text(&o)
+    );
     let o = run(&["compare", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     // parts built separately assemble into the same bytes
     let mut parts = Vec::new();
     for part in ["chunk1", "chunk2", "chunk3", "chunk4", "side"] {
         let p = tmp.path().join(format!("part-{part}"));
-        assert!(build(&m, &p, &["--nbits", "4", "--only", part]).status.success());
+        assert!(
+            build(&m, &p, &["--nbits", "4", "--only", part])
+                .status
+                .success()
+        );
         parts.push(p.display().to_string());
     }
     let c = tmp.path().join("c");
     let mut args = vec!["assemble", "--out", c.to_str().unwrap()];
     args.extend(parts.iter().map(String::as_str));
     assert!(run(&args).status.success());
-    assert!(run(&["compare", a.to_str().unwrap(), c.to_str().unwrap()]).status.success());
+    assert!(
+        run(&["compare", a.to_str().unwrap(), c.to_str().unwrap()])
+            .status
+            .success()
+    );
     // a different build differs, and compare says which files
     let d = tmp.path().join("d");
     assert!(build(&m, &d, &["--nbits", "8"]).status.success());
     let o = run(&["compare", a.to_str().unwrap(), d.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("differ     chunk1.mlpackage/Data/com.apple.CoreML/weights/weight.bin"), "{}", text(&o));
+    assert!(
+        text(&o).contains("differ     chunk1.mlpackage/Data/com.apple.CoreML/weights/weight.bin"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
@@ -183,18 +331,57 @@ fn bad_input_exits_2_names_the_problem_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--model".into(), "/nonexistent/ckpt".into()], "/nonexistent/ckpt"),
-        (vec!["--model".into(), model("tiny-e2b"), "--variant".into(), "swa5".into()], "swa5"),
-        (vec!["--model".into(), model("tiny-e2b"), "--nbits".into(), "5".into()], "--nbits"),
-        (vec!["--model".into(), model("tiny-e2b"), "--functions".into(), "decode,bogus".into()], "bogus"),
-        (vec!["--model".into(), model("tiny-e2b"), "--only".into(), "chunk9".into()], "chunk9"),
+        (
+            vec!["--model".into(), "/nonexistent/ckpt".into()],
+            "/nonexistent/ckpt",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model("tiny-e2b"),
+                "--variant".into(),
+                "swa5".into(),
+            ],
+            "swa5",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model("tiny-e2b"),
+                "--nbits".into(),
+                "5".into(),
+            ],
+            "--nbits",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model("tiny-e2b"),
+                "--functions".into(),
+                "decode,bogus".into(),
+            ],
+            "bogus",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model("tiny-e2b"),
+                "--only".into(),
+                "chunk9".into(),
+            ],
+            "chunk9",
+        ),
     ];
     for (args, needle) in cases {
         let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
         a.extend(["--ctx", "64", "--out", out.to_str().unwrap(), "--quiet"]);
         let o = run(&a);
         assert_eq!(o.status.code(), Some(2), "{a:?}: {}", text(&o));
-        assert!(text(&o).contains(needle), "{a:?}: message should name {needle}: {}", text(&o));
+        assert!(
+            text(&o).contains(needle),
+            "{a:?}: message should name {needle}: {}",
+            text(&o)
+        );
     }
     // a truncated checkpoint
     let bad = tmp.path().join("bad-ckpt");
@@ -220,6 +407,12 @@ fn bad_input_exits_2_names_the_problem_and_leaves_nothing() {
     left.sort();
     assert_eq!(left, vec!["bad-ckpt", "out"], "partial output left behind");
     // parity on something that is not a set
-    let o = run(&["parity", "--model", &model("tiny-e2b"), "--chunks", tmp.path().to_str().unwrap()]);
+    let o = run(&[
+        "parity",
+        "--model",
+        &model("tiny-e2b"),
+        "--chunks",
+        tmp.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
