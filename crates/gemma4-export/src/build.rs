@@ -4,28 +4,35 @@
 //! * **inventory**: open the checkpoint (config, tensor headers, prefix), hash its files.
 //! * **plan**: derive the [`ChunkPlan`] of the variant.
 //! * **emit** (per chunk): prepare the chunk's weights (palettize them in parallel when `nbits > 0`),
-//!   then emit its MIL functions with one code path for every layer.
+//!   then emit its MIL functions with one code path for every layer: `decode_q1` (default) and, with
+//!   `--functions …,verify:K`, `verify_qK` in the same package (same prepared weights, stored once);
+//!   with `prefill:N`, the prefill packages nested in this chunk (`prefill_chunk{i}`, swa4 cut) follow
+//!   it, emitted from the same prepared weights.
 //! * **optimize**: the `mil` default pass pipeline (dead-code elimination, const deduplication), then
 //!   the declared inputs are kept alive.
 //! * **serialize**: write `<chunk>.mlpackage` (protobuf, `weight.bin`, `Manifest.json`); the chunk's
 //!   program is dropped right after, so peak memory is one chunk.
 //! * **verify**: read every package back from disk and validate its program.
 //! * **side files**: int8 embedding / PLE tables, PLE projection and norm, RoPE tables,
-//!   `model_config.json`, `hf_model/`.
+//!   `model_config.json` (plus `verify_k` / `prefill_length` / `prefill_chunks` when those functions
+//!   are built), `hf_model/`.
 //! * **publish**: `manifest.json` (sha256 of every file, tool version, canonical command), atomic
 //!   rename of the temporary directory to `--out`, optional reproducible zip.
 //!
-//! `--only <chunk>` builds one chunk (or `side` for the side files) into its own directory with a
-//! `part.json`; [`assemble`] joins parts into the same bytes a full build writes.
+//! `--only <chunk>` builds one decode chunk (with the prefill packages it contains), or `side` for the
+//! side files, into its own directory with a `part.json`; [`assemble`] joins parts into the same bytes
+//! a full build writes.
 
 use crate::bundle::manifest::{
     ChunkSetManifest, MANIFEST_FORMAT, MANIFEST_NAME, hash_tree, sha256_file, write_zip,
 };
 use crate::bundle::side::write_side_files;
-use crate::emit::{DECODE_FN, emit_decode, keep_inputs_alive};
+use crate::emit::{
+    DECODE_FN, PREFILL_FN, VERIFY_FN, emit_decode, emit_prefill, emit_verify, keep_inputs_alive,
+};
 use crate::error::{ExportError, Result};
 use crate::layout::ModelLayout;
-use crate::plan::{ChunkPlan, PlanOptions, Variant};
+use crate::plan::{ChunkPlan, ChunkSpec, PlanOptions, Variant};
 use crate::weights::{Quant, WeightSource, Weights};
 use mil::Program;
 use palettize::TensorRecord;
@@ -41,9 +48,9 @@ pub const SIDE_PART: &str = "side";
 /// Which functions each chunk package holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Functions {
-    /// `verify_qK` with this K.
+    /// `verify_qK` with this K, in every chunk package beside `decode_q1`.
     pub verify: Option<usize>,
-    /// `prefill_bN` with this N.
+    /// Prefill packages `prefill_chunk{i}.mlpackage` (swa4 cut, one `main` function) of N positions.
     pub prefill: Option<usize>,
 }
 
@@ -419,11 +426,15 @@ fn build_in(
             },
         )?)
     })?;
-    if opts.functions.verify.is_some() || opts.functions.prefill.is_some() {
-        return Err(ExportError::Unsupported(
-            "--functions verify/prefill are not implemented yet (only `decode`)".into(),
-        ));
+    // Functions: verify:K joins every chunk package; prefill:N adds the prefill packages (swa4 cut,
+    // each written right after the decode chunk that contains it, from the same prepared weights).
+    if let Some(k) = opts.functions.verify {
+        plan.check_verify(k)?;
     }
+    let prefill_chunks = match opts.functions.prefill {
+        Some(n) => plan.prefill_chunks(n)?,
+        None => Vec::new(),
+    };
     let chunks: Vec<&crate::plan::ChunkSpec> = match &opts.only {
         None => plan.chunks.iter().collect(),
         Some(o) if o == SIDE_PART => Vec::new(),
@@ -439,7 +450,7 @@ fn build_in(
             ))
         })?],
     };
-    let build_facts = serde_json::json!({
+    let mut build_facts = serde_json::json!({
         "variant": plan.variant,
         "ctx": plan.ctx,
         "precision": if plan.fp32 { "fp32" } else { "fp16" },
@@ -453,10 +464,30 @@ fn build_in(
         })).collect::<Vec<_>>(),
         "model_files": model_files,
     });
+    if let (Some(o), Some(_)) = (build_facts.as_object_mut(), opts.functions.prefill) {
+        o.insert(
+            "prefill_chunks".into(),
+            prefill_chunks
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "name": c.name, "layers": [c.layers.start, c.layers.end],
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        );
+    }
 
     let staging = Staging::new(&opts.out)?;
     let mut packages = Vec::new();
     let mut records: Vec<TensorRecord> = Vec::new();
+    let pctx = PackageCtx {
+        opts,
+        plan: &plan,
+        progress,
+        dir: staging.path(),
+    };
     for chunk in chunks {
         let mut w = Weights::new(
             &ckpt as &dyn WeightSource,
@@ -464,114 +495,48 @@ fn build_in(
             opts.quant.clone(),
             pool,
         )?;
-        let mut program = t.run_labelled(
+        let program = t.run_labelled(
             "emit",
             &format!("emit {}", chunk.name),
             chunk.layers.len() as u64,
             || {
                 let f = emit_decode(&plan, chunk, &mut w)?;
-                Ok(Program::single(DECODE_FN, f))
+                let mut p = Program::single(DECODE_FN, f);
+                if let Some(k) = opts.functions.verify {
+                    let f = emit_verify(&plan, chunk, k, &mut w)?;
+                    p.functions.insert(VERIFY_FN.to_string(), f);
+                }
+                Ok(p)
             },
         )?;
-        if opts.dump_after.as_deref() == Some("emit") {
-            progress.dump(&format!(
-                "// chunk {}\n{}",
-                chunk.name,
-                mil::printer::print_program(&program)
-            ));
+        packages.push(finish_package(
+            &mut t,
+            &pctx,
+            chunk,
+            program,
+            Some(DECODE_FN),
+            "chunk",
+        )?);
+        if let Some(n) = opts.functions.prefill {
+            let nested = prefill_chunks
+                .iter()
+                .filter(|p| plan.containing_chunk(p).map(|c| &c.name) == Some(&chunk.name));
+            for pchunk in nested {
+                let program = t.run_labelled(
+                    "emit",
+                    &format!("emit {}", pchunk.name),
+                    pchunk.layers.len() as u64,
+                    || {
+                        let f = emit_prefill(&plan, pchunk, n, &mut w)?;
+                        Ok(Program::single(PREFILL_FN, f))
+                    },
+                )?;
+                let what = format!("prefill (N = {n}) chunk");
+                packages.push(finish_package(&mut t, &pctx, pchunk, program, None, &what)?);
+            }
         }
-        t.run_labelled("optimize", &format!("optimize {}", chunk.name), 1, || {
-            let mut pipe = mil::passes::Pipeline::named("default")
-                .map_err(|e| ExportError::Unsupported(e.to_string()))?;
-            if let Some(pass) = opts.dump_after.as_deref().filter(|p| *p != "emit") {
-                pipe = pipe
-                    .dump_after(pass)
-                    .map_err(|e| ExportError::BadOption(format!("--dump-after: {e}")))?;
-            }
-            let report = pipe.run(&mut program).map_err(|e| ExportError::Invalid {
-                chunk: chunk.name.clone(),
-                source: match e {
-                    mil::passes::PassError::Invalid { source, .. } => source,
-                    other => return ExportError::Unsupported(other.to_string()),
-                },
-            })?;
-            for (_, text) in report.dumps {
-                progress.dump(&format!("// chunk {}\n{text}", chunk.name));
-            }
-            for f in program.functions.values_mut() {
-                keep_inputs_alive(f);
-            }
-            mil::validate::validate(&program).map_err(|source| ExportError::Invalid {
-                chunk: chunk.name.clone(),
-                source: Box::new(source),
-            })
-        })?;
         records.extend(w.records());
         drop(w);
-        let dest = staging.path().join(format!("{}.mlpackage", chunk.name));
-        let ops = program
-            .functions
-            .values()
-            .map(|f| f.block.operations.len())
-            .sum();
-        let functions: Vec<String> = program.functions.keys().cloned().collect();
-        let report =
-            t.run_labelled("serialize", &format!("serialize {}", chunk.name), 1, || {
-                let meta = mlpackage::Metadata {
-                    short_description: format!(
-                        "Gemma 4 {} chunk {} (layers {}..{}), {} ctx {}",
-                        plan.variant.name(),
-                        chunk.name,
-                        chunk.layers.start,
-                        chunk.layers.end,
-                        opts.quantization(),
-                        plan.ctx
-                    ),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    author: "gemma-convert".into(),
-                    license: String::new(),
-                    user_defined: [
-                        (
-                            "com.github.gemma-convert.version".to_string(),
-                            env!("CARGO_PKG_VERSION").to_string(),
-                        ),
-                        (
-                            "com.github.gemma-convert.variant".to_string(),
-                            plan.variant.name().to_string(),
-                        ),
-                        (
-                            "com.github.gemma-convert.chunk".to_string(),
-                            chunk.name.clone(),
-                        ),
-                    ]
-                    .into_iter()
-                    .collect(),
-                };
-                let desc = mlpackage::Description::derive(&program, Some(DECODE_FN), meta)
-                    .map_err(|e| ExportError::Unsupported(format!("chunk {}: {e}", chunk.name)))?;
-                let pkg = mlpackage::Package::new(program, desc);
-                mlpackage::write_package(&pkg, &dest, &mlpackage::WriteOptions::default()).map_err(
-                    |e| ExportError::Unsupported(format!("writing {}: {e}", dest.display())),
-                )
-            })?;
-        t.run_labelled("verify", &format!("verify {}", chunk.name), 1, || {
-            let back = mlpackage::read_package(&dest).map_err(|e| {
-                ExportError::Unsupported(format!("reading back {}: {e}", dest.display()))
-            })?;
-            mil::validate::validate(&back.program).map_err(|source| ExportError::Invalid {
-                chunk: chunk.name.clone(),
-                source: Box::new(source),
-            })
-        })?;
-        packages.push(PackageSummary {
-            name: chunk.name.clone(),
-            layers: [chunk.layers.start, chunk.layers.end],
-            functions,
-            model_bytes: report.model_bytes,
-            weight_bytes: report.weight_bytes,
-            blobs: report.blob_count,
-            ops,
-        });
     }
 
     let side = opts.only.is_none() || opts.only.as_deref() == Some(SIDE_PART);
@@ -586,7 +551,8 @@ fn build_in(
                 &opts.model_name(),
                 &opts.quantization(),
                 pool,
-            )
+            )?;
+            add_function_facts(staging.path(), &plan, &opts.functions, &prefill_chunks)
         })?;
     }
 
@@ -639,6 +605,173 @@ fn build_in(
         uncompressed_weights: uncompressed,
         zip,
     })
+}
+
+/// What every package of one build shares.
+struct PackageCtx<'a> {
+    opts: &'a BuildOptions,
+    plan: &'a ChunkPlan,
+    progress: &'a dyn Progress,
+    /// The staging directory.
+    dir: &'a Path,
+}
+
+/// optimize → serialize → read back one emitted package (`default_fn`: the default function of a
+/// multi-function package, `None` for a single `main` function); returns its summary.
+fn finish_package(
+    t: &mut Timer<'_>,
+    pc: &PackageCtx<'_>,
+    chunk: &ChunkSpec,
+    mut program: Program,
+    default_fn: Option<&str>,
+    what: &str,
+) -> Result<PackageSummary> {
+    let (opts, plan, progress) = (pc.opts, pc.plan, pc.progress);
+    if opts.dump_after.as_deref() == Some("emit") {
+        progress.dump(&format!(
+            "// chunk {}\n{}",
+            chunk.name,
+            mil::printer::print_program(&program)
+        ));
+    }
+    t.run_labelled("optimize", &format!("optimize {}", chunk.name), 1, || {
+        let mut pipe = mil::passes::Pipeline::named("default")
+            .map_err(|e| ExportError::Unsupported(e.to_string()))?;
+        if let Some(pass) = opts.dump_after.as_deref().filter(|p| *p != "emit") {
+            pipe = pipe
+                .dump_after(pass)
+                .map_err(|e| ExportError::BadOption(format!("--dump-after: {e}")))?;
+        }
+        let report = pipe.run(&mut program).map_err(|e| ExportError::Invalid {
+            chunk: chunk.name.clone(),
+            source: match e {
+                mil::passes::PassError::Invalid { source, .. } => source,
+                other => return ExportError::Unsupported(other.to_string()),
+            },
+        })?;
+        for (_, text) in report.dumps {
+            progress.dump(&format!("// chunk {}\n{text}", chunk.name));
+        }
+        for f in program.functions.values_mut() {
+            keep_inputs_alive(f);
+        }
+        mil::validate::validate(&program).map_err(|source| ExportError::Invalid {
+            chunk: chunk.name.clone(),
+            source: Box::new(source),
+        })
+    })?;
+    let dest = pc.dir.join(format!("{}.mlpackage", chunk.name));
+    let ops = program
+        .functions
+        .values()
+        .map(|f| f.block.operations.len())
+        .sum();
+    let functions: Vec<String> = program.functions.keys().cloned().collect();
+    let report = t.run_labelled("serialize", &format!("serialize {}", chunk.name), 1, || {
+        let meta = mlpackage::Metadata {
+            short_description: format!(
+                "Gemma 4 {} {what} {} (layers {}..{}), {} ctx {}",
+                plan.variant.name(),
+                chunk.name,
+                chunk.layers.start,
+                chunk.layers.end,
+                opts.quantization(),
+                plan.ctx
+            ),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            author: "gemma-convert".into(),
+            license: String::new(),
+            user_defined: [
+                (
+                    "com.github.gemma-convert.version".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                ),
+                (
+                    "com.github.gemma-convert.variant".to_string(),
+                    plan.variant.name().to_string(),
+                ),
+                (
+                    "com.github.gemma-convert.chunk".to_string(),
+                    chunk.name.clone(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let desc = mlpackage::Description::derive(&program, default_fn, meta)
+            .map_err(|e| ExportError::Unsupported(format!("chunk {}: {e}", chunk.name)))?;
+        let pkg = mlpackage::Package::new(program, desc);
+        mlpackage::write_package(&pkg, &dest, &mlpackage::WriteOptions::default())
+            .map_err(|e| ExportError::Unsupported(format!("writing {}: {e}", dest.display())))
+    })?;
+    t.run_labelled("verify", &format!("verify {}", chunk.name), 1, || {
+        let back = mlpackage::read_package(&dest).map_err(|e| {
+            ExportError::Unsupported(format!("reading back {}: {e}", dest.display()))
+        })?;
+        mil::validate::validate(&back.program).map_err(|source| ExportError::Invalid {
+            chunk: chunk.name.clone(),
+            source: Box::new(source),
+        })
+    })?;
+    Ok(PackageSummary {
+        name: chunk.name.clone(),
+        layers: [chunk.layers.start, chunk.layers.end],
+        functions,
+        model_bytes: report.model_bytes,
+        weight_bytes: report.weight_bytes,
+        blobs: report.blob_count,
+        ops,
+    })
+}
+
+/// Add the facts of the extra functions to `dir/model_config.json` (only when they are built, so a
+/// decode-only set is unchanged): `verify_k` and `verify_function`; `prefill_length`,
+/// `prefill_chunks` (name, layers, and per KV-owning layer the names of its K/V outputs) and
+/// `prefill_sliding_mask` (how sliding layers are window-limited: `causal_mask` plus an in-graph band).
+fn add_function_facts(
+    dir: &Path,
+    plan: &ChunkPlan,
+    functions: &Functions,
+    prefill_chunks: &[ChunkSpec],
+) -> Result<()> {
+    if functions.verify.is_none() && functions.prefill.is_none() {
+        return Ok(());
+    }
+    let p = dir.join("model_config.json");
+    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+    let mut mc: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ExportError::Unsupported(format!("{}: {e}", p.display())))?;
+    let Some(o) = mc.as_object_mut() else {
+        return Err(ExportError::Unsupported(format!(
+            "{}: not a JSON object",
+            p.display()
+        )));
+    };
+    if let Some(k) = functions.verify {
+        o.insert("verify_k".into(), k.into());
+        o.insert("verify_function".into(), VERIFY_FN.into());
+    }
+    if let Some(n) = functions.prefill {
+        o.insert("prefill_length".into(), n.into());
+        o.insert(
+            "prefill_sliding_mask".into(),
+            "causal_mask_plus_window_band".into(),
+        );
+        let list: Vec<serde_json::Value> = prefill_chunks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "layers": [c.layers.start, c.layers.end],
+                    "kv": plan.prefill_kv_outputs(c),
+                })
+            })
+            .collect();
+        o.insert("prefill_chunks".into(), list.into());
+    }
+    let mut out = serde_json::to_string_pretty(&mc).unwrap_or_default();
+    out.push('\n');
+    std::fs::write(&p, out).map_err(io_err(&p))
 }
 
 /// The zip written by `--zip`: `OUT.zip` beside `OUT`.

@@ -11,6 +11,21 @@
 //! and can publish them), chunk3 = `[F, F + ⌊(L−F)/2⌋)`, chunk4 = the rest. E2B gives L0–7 / L8–14 /
 //! L15–24 / L25–34 as the reference pipeline does (its formula uses `full producer + 1`, which equals `F`
 //! on E2B and E4B but not on configs whose last owning layer is sliding).
+//!
+//! Functions and their I/O (every shape static; `S` positions per call):
+//!
+//! * `decode_q1` ([`ChunkPlan::decode_io`], S = 1): the step function; caches in, updated caches out.
+//! * `verify_qK` ([`ChunkPlan::verify_io`], S = K, in the same packages): K draft positions against the
+//!   cache of the positions before them ("11c" protocol). Caches are updated only inside the call (shift
+//!   register: drop the oldest K rows, append the K new ones; positional: one-hot `update_indicator`
+//!   `[1, 1, C, K]` scatters row j to the slot of position `p + j`) and not returned; the new per-position
+//!   rows are returned at the true head dim (`new_K_sliding` / `new_V_sliding` `[slots, kv, K, D_s]`,
+//!   `new_K_full` / `new_V_full` `[slots, kv, K, D_f]`) so the host commits only accepted positions. The
+//!   head chunk returns `token_ids` `[1, K]` and its `hidden_states_out` is the pre-final-norm hidden.
+//! * prefill (separate single-function packages `prefill_chunk{i}`, [`ChunkPlan::prefill_io`], S = N):
+//!   always the swa4 cut (its boundaries nest inside every variant's decode chunks), positions
+//!   `0..N−1`, one `causal_mask` `[1, 1, N, N]`; every KV-owning layer returns its K/V `[1, kv, N, D]`
+//!   (`K{j}` / `V{j}` with `j` = layer − first layer of the chunk, producers as `kv13_*` / `kv14_*`).
 
 use crate::layout::{LayerKind, ModelLayout};
 use serde::Serialize;
@@ -178,6 +193,38 @@ pub struct ChunkSpec {
     pub emits_shared_kv: bool,
     /// Holds the final norm, LM head, softcap and argmax.
     pub has_head: bool,
+}
+
+/// The function of a chunk package being emitted, with its number of query positions.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FunctionKind {
+    /// `decode_q1`: one position.
+    Decode,
+    /// `verify_qK`: `k` draft positions after the cached ones.
+    Verify { k: usize },
+    /// Prefill of `n` positions from position 0 (no cache).
+    Prefill { n: usize },
+}
+
+impl FunctionKind {
+    /// Query positions per call (`S`).
+    pub fn positions(&self) -> usize {
+        match *self {
+            FunctionKind::Decode => 1,
+            FunctionKind::Verify { k } => k,
+            FunctionKind::Prefill { n } => n,
+        }
+    }
+}
+
+/// One KV output of a prefill chunk: the layer and the names of its K and V outputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PrefillKv {
+    pub layer: usize,
+    pub kind: LayerKind,
+    pub k: String,
+    pub v: String,
 }
 
 impl ChunkSpec {
@@ -422,6 +469,243 @@ impl ChunkPlan {
     pub fn uses_update_mask(&self) -> bool {
         matches!(self.full_cache, CachePolicy::Positional { .. })
             || matches!(self.sliding_cache, CachePolicy::Positional { .. })
+    }
+
+    /// Check that a `verify_qK` function with `k` positions fits the caches (`1 ≤ k ≤` every cache
+    /// length: the shift register drops `k` rows, the positional cache holds `k` new slots).
+    pub fn check_verify(&self, k: usize) -> Result<(), PlanError> {
+        let limit = self.sliding_cache.len().min(self.full_cache.len());
+        if k == 0 || k > limit {
+            return Err(PlanError::BadOption(format!(
+                "verify:{k} must be between 1 and the shortest KV cache ({limit} positions)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The prefill chunks: the swa4 cut of this plan's layout (names `prefill_chunk{i}`), whatever
+    /// the decode variant (its chunk boundaries nest inside every variant's). Prefill of `n`
+    /// positions needs `1 ≤ n ≤ ctx` (the host writes the positions into the full caches).
+    pub fn prefill_chunks(&self, n: usize) -> Result<Vec<ChunkSpec>, PlanError> {
+        if n == 0 || n > self.ctx {
+            return Err(PlanError::BadOption(format!(
+                "prefill:{n} must be between 1 and --ctx {}",
+                self.ctx
+            )));
+        }
+        let swa4 = ChunkPlan::new(
+            &self.layout,
+            &PlanOptions {
+                variant: Variant::Swa4,
+                ctx: self.ctx,
+                fp32: self.fp32,
+            },
+        )?;
+        Ok(swa4
+            .chunks
+            .into_iter()
+            .map(|mut c| {
+                c.name = format!("prefill_{}", c.name);
+                c
+            })
+            .collect())
+    }
+
+    /// The decode chunk whose layers contain all of `chunk`'s (prefill chunks nest in decode chunks).
+    pub fn containing_chunk(&self, chunk: &ChunkSpec) -> Option<&ChunkSpec> {
+        self.chunks
+            .iter()
+            .find(|c| c.layers.start <= chunk.layers.start && chunk.layers.end <= c.layers.end)
+    }
+
+    /// True if `layer`'s prefill K/V leave the chunk as `kv13_*` / `kv14_*` (a producer whose chunk
+    /// publishes shared KV) rather than `K{j}` / `V{j}`.
+    fn prefill_publishes(&self, chunk: &ChunkSpec, layer: usize) -> bool {
+        chunk.emits_shared_kv
+            && (self.sliding_producer == Some(layer) || self.full_producer == Some(layer))
+    }
+
+    /// The KV outputs of a prefill chunk, in declared order (`K{j}`/`V{j}` per KV-owning layer, then
+    /// the producers' `kv13_*` / `kv14_*`).
+    pub fn prefill_kv_outputs(&self, chunk: &ChunkSpec) -> Vec<PrefillKv> {
+        let mut own = Vec::new();
+        let mut published = Vec::new();
+        for s in &chunk.kv_slots {
+            if self.prefill_publishes(chunk, s.layer) {
+                let (k, v) = match s.kind {
+                    LayerKind::Sliding => ("kv13_k", "kv13_v"),
+                    LayerKind::Full => ("kv14_k", "kv14_v"),
+                };
+                published.push(PrefillKv {
+                    layer: s.layer,
+                    kind: s.kind,
+                    k: k.into(),
+                    v: v.into(),
+                });
+            } else {
+                let j = s.layer - chunk.layers.start;
+                own.push(PrefillKv {
+                    layer: s.layer,
+                    kind: s.kind,
+                    k: format!("K{j}"),
+                    v: format!("V{j}"),
+                });
+            }
+        }
+        published.sort_by_key(|p| p.kind);
+        own.extend(published);
+        own
+    }
+
+    /// The I/O contract of `kind` for `chunk` (see [`ChunkPlan::decode_io`], [`ChunkPlan::verify_io`],
+    /// [`ChunkPlan::prefill_io`]).
+    pub fn io(&self, chunk: &ChunkSpec, kind: FunctionKind) -> (Vec<IoTensor>, Vec<IoTensor>) {
+        match kind {
+            FunctionKind::Decode => self.decode_io(chunk),
+            FunctionKind::Verify { k } => self.verify_io(chunk, k),
+            FunctionKind::Prefill { n } => self.prefill_io(chunk, n),
+        }
+    }
+
+    /// The `verify_qK` I/O contract of a chunk for `k` positions (the reference pipeline's, §2.6):
+    /// decode's inputs with `k` rows (`hidden_states` `[1, K, H]`, masks `[1, 1, K, T]`, RoPE rows
+    /// `[1, 1, K, D]`, PLE `[1, K, L·P]`), `update_indicator` `[1, 1, C, K]` instead of `update_mask`
+    /// (KV-owning chunks only); outputs `[token_ids]`, `hidden_states_out`, `[per_layer_combined_out]`,
+    /// `[new_K_sliding, new_V_sliding, new_K_full, new_V_full]`, `[kv13_*, kv14_*]`.
+    pub fn verify_io(&self, chunk: &ChunkSpec, k: usize) -> (Vec<IoTensor>, Vec<IoTensor>) {
+        let lay = &self.layout;
+        let fd = self.float_dtype();
+        let t = |name: &str, shape: Vec<usize>| IoTensor {
+            name: name.to_string(),
+            shape,
+            dtype: fd,
+        };
+        let h = lay.hidden;
+        let ds = lay.head_dim(LayerKind::Sliding).unwrap_or(0);
+        let df = lay.head_dim(LayerKind::Full).unwrap_or(0);
+        let nkv_s = lay.kv_heads(LayerKind::Sliding).unwrap_or(1);
+        let nkv_f = lay.kv_heads(LayerKind::Full).unwrap_or(1);
+        let (ls, lf) = (self.sliding_cache.len(), self.full_cache.len());
+        let (dec_ins, _) = self.decode_io(chunk);
+        let mut ins = Vec::new();
+        for d in dec_ins {
+            let shape = match d.name.as_str() {
+                "hidden_states" => vec![1, k, h],
+                "causal_mask_full" => vec![1, 1, k, lf],
+                "causal_mask_sliding" => vec![1, 1, k, ls],
+                "update_mask" => {
+                    if chunk.owns_kv() {
+                        ins.push(t("update_indicator", vec![1, 1, self.ctx, k]));
+                    }
+                    continue;
+                }
+                "per_layer_raw" | "per_layer_combined" => vec![1, k, lay.ple_total()],
+                "cos_s" | "sin_s" => vec![1, 1, k, ds],
+                "cos_f" | "sin_f" => vec![1, 1, k, df],
+                _ => d.shape.clone(),
+            };
+            ins.push(IoTensor { shape, ..d });
+        }
+        let mut outs = Vec::new();
+        if chunk.has_head {
+            outs.push(IoTensor {
+                name: "token_ids".into(),
+                shape: vec![1, k],
+                dtype: IoDType::Int32,
+            });
+        }
+        outs.push(t("hidden_states_out", vec![1, k, h]));
+        if chunk.computes_ple {
+            outs.push(t("per_layer_combined_out", vec![1, k, lay.ple_total()]));
+        }
+        if chunk.owns_kv() {
+            outs.extend([
+                t("new_K_sliding", vec![chunk.sliding_slots, nkv_s, k, ds]),
+                t("new_V_sliding", vec![chunk.sliding_slots, nkv_s, k, ds]),
+                t("new_K_full", vec![chunk.full_slots, nkv_f, k, df]),
+                t("new_V_full", vec![chunk.full_slots, nkv_f, k, df]),
+            ]);
+        }
+        if chunk.emits_shared_kv {
+            outs.extend([
+                t("kv13_k", vec![1, nkv_s, ls, ds]),
+                t("kv13_v", vec![1, nkv_s, ls, ds]),
+                t("kv14_k", vec![1, nkv_f, lf, df]),
+                t("kv14_v", vec![1, nkv_f, lf, df]),
+            ]);
+        }
+        (ins, outs)
+    }
+
+    /// The prefill I/O contract of a prefill chunk (from [`ChunkPlan::prefill_chunks`]) for `n`
+    /// positions (§2.7): inputs `hidden_states` `[1, N, H]`, `causal_mask` `[1, 1, N, N]`, PLE
+    /// `[1, N, L·P]`, RoPE rows `[1, 1, N, D]`, `kv13_*` / `kv14_*` `[1, kv, N, D]` (consumers without the
+    /// producers), `last_position_mask` `[1, N, 1]` (head chunk); outputs `token_id`, `token_logit`
+    /// (head chunk) or `hidden_states_out`, `[per_layer_combined_out]`, then
+    /// [`ChunkPlan::prefill_kv_outputs`] each `[1, kv, N, D]` at the layer's true head dim.
+    pub fn prefill_io(&self, chunk: &ChunkSpec, n: usize) -> (Vec<IoTensor>, Vec<IoTensor>) {
+        let lay = &self.layout;
+        let fd = self.float_dtype();
+        let t = |name: &str, shape: Vec<usize>| IoTensor {
+            name: name.to_string(),
+            shape,
+            dtype: fd,
+        };
+        let h = lay.hidden;
+        let ds = lay.head_dim(LayerKind::Sliding).unwrap_or(0);
+        let df = lay.head_dim(LayerKind::Full).unwrap_or(0);
+        let nkv_s = lay.kv_heads(LayerKind::Sliding).unwrap_or(1);
+        let nkv_f = lay.kv_heads(LayerKind::Full).unwrap_or(1);
+        let mut ins = vec![
+            t("hidden_states", vec![1, n, h]),
+            t("causal_mask", vec![1, 1, n, n]),
+        ];
+        if lay.ple_dim > 0 {
+            let ple = if chunk.computes_ple {
+                "per_layer_raw"
+            } else {
+                "per_layer_combined"
+            };
+            ins.push(t(ple, vec![1, n, lay.ple_total()]));
+        }
+        ins.extend([
+            t("cos_s", vec![1, 1, n, ds]),
+            t("sin_s", vec![1, 1, n, ds]),
+            t("cos_f", vec![1, 1, n, df]),
+            t("sin_f", vec![1, 1, n, df]),
+        ]);
+        if chunk.reads_shared_kv {
+            ins.extend([
+                t("kv13_k", vec![1, nkv_s, n, ds]),
+                t("kv13_v", vec![1, nkv_s, n, ds]),
+                t("kv14_k", vec![1, nkv_f, n, df]),
+                t("kv14_v", vec![1, nkv_f, n, df]),
+            ]);
+        }
+        if chunk.has_head {
+            ins.push(t("last_position_mask", vec![1, n, 1]));
+        }
+        let mut outs = Vec::new();
+        if chunk.has_head {
+            outs.push(IoTensor {
+                name: "token_id".into(),
+                shape: vec![1],
+                dtype: IoDType::Int32,
+            });
+            outs.push(t("token_logit", vec![1]));
+        } else {
+            outs.push(t("hidden_states_out", vec![1, n, h]));
+        }
+        if chunk.computes_ple {
+            outs.push(t("per_layer_combined_out", vec![1, n, lay.ple_total()]));
+        }
+        for kv in self.prefill_kv_outputs(chunk) {
+            let info = &lay.layers[kv.layer];
+            let shape = vec![1, info.kv_heads, n, info.head_dim];
+            outs.push(t(&kv.k, shape.clone()));
+            outs.push(t(&kv.v, shape));
+        }
+        (ins, outs)
     }
 
     /// The decode (`decode_q1`) I/O contract of a chunk: inputs and outputs in declared order.

@@ -5,9 +5,13 @@
 //!   half kept, then × gain (`w`, not `1 + w`); the parameter-free v-norm is the same without gain.
 //! * RoPE in the non-interleaved rotate-half layout: `x·cos + concat(−x₂, x₁)·sin` with host-fed rows
 //!   (HF-correct tables: proportional RoPE on full layers has cos 1 / sin 0 on non-rotating pairs).
-//! * Projections as 1×1 convs on NCHW `[1, C, 1, 1]` activations.
-//! * Attention with scale 1.0: `softmax(q·Kᵀ + mask)·V`, grouped-query heads without repeating K/V
-//!   (queries reshaped to `[1, kv, n_rep, D]`), or flash decoding over key blocks.
+//! * Projections as 1×1 convs on NCHW `[1, C, 1, S]` activations (the residual stream is `[1, S, C]`;
+//!   for one position the layout change is a reshape, for `S > 1` a transpose and a reshape).
+//! * Per-head tensors `[1, heads, S, D]`.
+//! * Attention with scale 1.0: `softmax(q·Kᵀ + mask)·V`, grouped-query heads without repeating K/V:
+//!   queries `[1, nh, S, D]` are viewed as `[1, kv, n_rep·S, D]` (row `r·S + s` = head `g·n_rep + r`,
+//!   position `s`), so the mask `[1, 1, S, T]` must be tiled `n_rep` times along its rows when `S > 1`
+//!   ([`group_mask`]); or flash decoding over key blocks.
 
 use mil::builder::{FunctionBuilder, GeluMode, Split};
 use mil::{MilError, TensorValue, Var};
@@ -52,18 +56,79 @@ pub(crate) fn gelu_tanh(b: &mut FunctionBuilder, name: &str, x: &Var) -> R<Var> 
     b.gelu(name, x, GeluMode::TanhApproximation)
 }
 
-/// `[1, 1, C]` → `[1, C, 1, 1]` (valid for one position).
-pub(crate) fn to_nchw(b: &mut FunctionBuilder, name: &str, x: &Var, c: usize) -> R<Var> {
-    b.reshape(name, x, &[1, c as i32, 1, 1])
+/// `[1, S, C]` → `[1, C, 1, S]`.
+pub(crate) fn to_nchw(b: &mut FunctionBuilder, name: &str, x: &Var, c: usize, s: usize) -> R<Var> {
+    if s == 1 {
+        return b.reshape(name, x, &[1, c as i32, 1, 1]);
+    }
+    let t = b.transpose(&format!("{name}_cs"), x, &[0, 2, 1])?;
+    b.reshape(name, &t, &[1, c as i32, 1, s as i32])
 }
 
-/// `[1, C, 1, 1]` → `[1, 1, C]`.
-pub(crate) fn from_nchw(b: &mut FunctionBuilder, name: &str, x: &Var, c: usize) -> R<Var> {
-    b.reshape(name, x, &[1, 1, c as i32])
+/// `[1, C, 1, S]` → `[1, S, C]`.
+pub(crate) fn from_nchw(
+    b: &mut FunctionBuilder,
+    name: &str,
+    x: &Var,
+    c: usize,
+    s: usize,
+) -> R<Var> {
+    if s == 1 {
+        return b.reshape(name, x, &[1, 1, c as i32]);
+    }
+    let t = b.reshape(&format!("{name}_cs"), x, &[1, c as i32, s as i32])?;
+    b.transpose(name, &t, &[0, 2, 1])
 }
 
-/// Plain attention for one query position. `q`: `[1, nh, 1, D]`; `k`, `v`: `[1, kv, T, D]`;
-/// `mask`: `[1, 1, 1, T]` additive. Returns `[1, nh·D, 1, 1]`.
+/// Conv output `[1, n·D, 1, S]` → per-head `[1, n, S, D]`.
+pub(crate) fn split_heads(
+    b: &mut FunctionBuilder,
+    name: &str,
+    x: &Var,
+    n: usize,
+    d: usize,
+    s: usize,
+) -> R<Var> {
+    if s == 1 {
+        return b.reshape(name, x, &[1, n as i32, 1, d as i32]);
+    }
+    let t = b.reshape(&format!("{name}_ds"), x, &[1, n as i32, d as i32, s as i32])?;
+    b.transpose(name, &t, &[0, 1, 3, 2])
+}
+
+/// Per-head `[1, n, S, D]` (as `[1, kv, n_rep·S, D]`) → NCHW `[1, n·D, 1, S]` for the output projection.
+fn merge_heads(
+    b: &mut FunctionBuilder,
+    name: &str,
+    x: &Var,
+    n: usize,
+    d: usize,
+    s: usize,
+) -> R<Var> {
+    if s == 1 {
+        return b.reshape(name, x, &[1, (n * d) as i32, 1, 1]);
+    }
+    let t = b.reshape(
+        &format!("{name}_heads"),
+        x,
+        &[1, n as i32, s as i32, d as i32],
+    )?;
+    let t = b.transpose(&format!("{name}_ds"), &t, &[0, 1, 3, 2])?;
+    b.reshape(name, &t, &[1, (n * d) as i32, 1, s as i32])
+}
+
+/// The additive mask `[1, 1, S, T]` tiled to the grouped query rows `[1, 1, n_rep·S, T]` (unchanged
+/// when `S = 1`, where it broadcasts, or without grouping).
+pub(crate) fn group_mask(b: &mut FunctionBuilder, name: &str, mask: &Var, n_rep: usize) -> R<Var> {
+    if n_rep <= 1 || mask.dim(2) == Some(1) {
+        return Ok(mask.clone());
+    }
+    b.tile(name, mask, &[1, 1, n_rep as i32, 1])
+}
+
+/// Plain attention for `s` query positions. `q`: `[1, nh, S, D]`; `k`, `v`: `[1, kv, T, D]`;
+/// `mask`: additive, `[1, 1, S, T]` for one position, grouped by [`group_mask`] otherwise. Returns
+/// `[1, nh·D, 1, S]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     b: &mut FunctionBuilder,
@@ -74,13 +139,15 @@ pub(crate) fn attention(
     nh: usize,
     kv: usize,
     d: usize,
+    s: usize,
 ) -> R<Var> {
-    let qg = b.reshape("q_groups", q, &[1, kv as i32, (nh / kv) as i32, d as i32])?;
-    let s = b.matmul("scores", &qg, k, false, true)?;
-    let s = b.add("scores_masked", &s, mask)?;
-    let p = b.softmax("probs", &s, -1)?;
+    let rows = (nh / kv * s) as i32;
+    let qg = b.reshape("q_groups", q, &[1, kv as i32, rows, d as i32])?;
+    let sc = b.matmul("scores", &qg, k, false, true)?;
+    let sc = b.add("scores_masked", &sc, mask)?;
+    let p = b.softmax("probs", &sc, -1)?;
     let o = b.matmul("context", &p, v, false, false)?;
-    b.reshape("context_nchw", &o, &[1, (nh * d) as i32, 1, 1])
+    merge_heads(b, "context_nchw", &o, nh, d, s)
 }
 
 /// Flash-decoding attention: keys in blocks of `block`, each block's max (floored at −65504 so a
@@ -96,10 +163,12 @@ pub(crate) fn flash_attention(
     nh: usize,
     kv: usize,
     d: usize,
+    s: usize,
     t: usize,
     block: usize,
 ) -> R<Var> {
-    let qg = b.reshape("q_groups", q, &[1, kv as i32, (nh / kv) as i32, d as i32])?;
+    let rows = (nh / kv * s) as i32;
+    let qg = b.reshape("q_groups", q, &[1, kv as i32, rows, d as i32])?;
     let mut parts = Vec::new();
     for j in 0..t / block {
         let (lo, hi) = ((j * block) as i32, ((j + 1) * block) as i32);
@@ -152,5 +221,5 @@ pub(crate) fn flash_attention(
         });
     };
     let o = b.real_div("context", &num, &den)?;
-    b.reshape("context_nchw", &o, &[1, (nh * d) as i32, 1, 1])
+    merge_heads(b, "context_nchw", &o, nh, d, s)
 }

@@ -1,12 +1,18 @@
-//! One decoder layer for one query position (the only per-layer code path).
+//! One decoder layer for `S` query positions (the only per-layer code path: decode S = 1, verify
+//! S = K, prefill S = N).
 //!
 //! ```text
-//! h = RMSNorm(x; input_layernorm)                          (NCHW for the projections)
-//! q = RoPE(RMSNorm_D(q_proj h; q_norm))                    [1, nh, 1, D]
+//! h = RMSNorm(x; input_layernorm)                          x: [1, S, H] (NCHW [1, H, 1, S] for projections)
+//! q = RoPE(RMSNorm_D(q_proj h; q_norm))                    [1, nh, S, D]
 //! own KV:   k = RoPE(RMSNorm_D(k_proj h; k_norm)), v = RMSNorm_D(v_proj h)   (v-norm has no gain)
-//!           padded to the slot width, written into the chunk's cache slot (shift register or
-//!           one-hot blend), attended over at the true head dim; the producer publishes it
-//! shared KV: the producer's K/V of this step (inside the chunk, or `kv13_*` / `kv14_*` inputs)
+//!   decode:  padded to the slot width, written into the chunk's cache slot (shift register or
+//!            one-hot blend), attended over at the true head dim
+//!   verify:  the slot sliced to the true head dim, updated locally (shift register: drop K rows,
+//!            append the K new ones; positional: old·keep + update_indicator·new), attended over;
+//!            the new rows are returned, the updated cache is not
+//!   prefill: attended over directly (N positions from 0), returned
+//!   the producer publishes what it attends over
+//! shared KV: the producer's K/V of this call (inside the chunk, or `kv13_*` / `kv14_*` inputs)
 //! x += RMSNorm(o_proj softmax(q·Kᵀ + mask)·V; post_attention_layernorm)          (scale 1.0)
 //! x += RMSNorm(down(gelu_tanh(gate m) · up m); post_feedforward_layernorm), m = RMSNorm(x; pre_ff)
 //! x += RMSNorm(proj(gelu_tanh(gate x) · ple_i); post_per_layer_input_norm)        (if PLE)
@@ -14,15 +20,17 @@
 //! ```
 
 use super::Ctx;
-use super::blocks::{R, attention, flash_attention, from_nchw, gelu_tanh, rms_norm, rope, to_nchw};
+use super::blocks::{
+    R, attention, flash_attention, from_nchw, gelu_tanh, rms_norm, rope, split_heads, to_nchw,
+};
 use crate::error::{ExportError, Result};
 use crate::layout::LayerKind;
-use crate::plan::{AttentionForm, CachePolicy};
+use crate::plan::{AttentionForm, CachePolicy, FunctionKind};
 use crate::weights::Weights;
 use mil::builder::FunctionBuilder;
 use mil::{TensorValue, Var};
 
-/// Emit layer `i` on hidden state `x` (`[1, 1, H]`), returning the layer output.
+/// Emit layer `i` on hidden state `x` (`[1, S, H]`), returning the layer output.
 pub(crate) fn emit_layer(
     b: &mut FunctionBuilder,
     ctx: &mut Ctx<'_>,
@@ -54,20 +62,21 @@ fn layer_body(
     let eps = lay.rms_norm_eps;
     let key = |s: &str| format!("layers.{i}.{s}");
     let kind = info.kind;
-    let (cos, sin, mask) = match kind {
-        LayerKind::Sliding => ("cos_s", "sin_s", "causal_mask_sliding"),
-        LayerKind::Full => ("cos_f", "sin_f", "causal_mask_full"),
+    let sq = ctx.positions();
+    let (cos, sin) = match kind {
+        LayerKind::Sliding => ("cos_s", "sin_s"),
+        LayerKind::Full => ("cos_f", "sin_f"),
     };
     let (cos, sin, mask) = (
         ctx.input(cos).map_err(me)?,
         ctx.input(sin).map_err(me)?,
-        ctx.input(mask).map_err(me)?,
+        ctx.mask(kind).map_err(me)?,
     );
 
     // ---- attention
     let g_in = w.vector(&key("input_layernorm.weight"), h)?;
     let hn = rms_norm(b, "input_norm", x, Some(g_in), eps, h).map_err(me)?;
-    let h4 = to_nchw(b, "input_nchw", &hn, h).map_err(me)?;
+    let h4 = to_nchw(b, "input_nchw", &hn, h, sq).map_err(me)?;
 
     let wq = w.conv_weight(
         b,
@@ -79,7 +88,7 @@ fn layer_body(
     let g_q = w.vector(&key("self_attn.q_norm.weight"), d)?;
     let q = (|| -> R<Var> {
         let q = b.conv_1x1("q_proj", &h4, &wq, None)?;
-        let q = b.reshape("q_heads", &q, &[1, nh as i32, 1, d as i32])?;
+        let q = split_heads(b, "q_heads", &q, nh, d, sq)?;
         let q = rms_norm(b, "q_norm", &q, Some(g_q), eps, d)?;
         rope(b, "q_rope", &q, &cos, &sin)
     })()
@@ -107,9 +116,9 @@ fn layer_body(
         nh * d,
     )?;
     let g_post = w.vector(&key("post_attention_layernorm.weight"), h)?;
-    let form = match kind {
-        LayerKind::Full => ctx.plan.full_attention,
-        LayerKind::Sliding => AttentionForm::Plain,
+    let form = match (kind, ctx.kind) {
+        (_, FunctionKind::Prefill { .. }) | (LayerKind::Sliding, _) => AttentionForm::Plain,
+        (LayerKind::Full, _) => ctx.plan.full_attention,
     };
     let t_len = match kind {
         LayerKind::Sliding => ctx.plan.sliding_cache.len(),
@@ -117,13 +126,13 @@ fn layer_body(
     };
     let x = (|| -> R<Var> {
         let ctx4 = b.with_scope("attn", |b| match form {
-            AttentionForm::Plain => attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d),
+            AttentionForm::Plain => attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq),
             AttentionForm::Flash { block } => {
-                flash_attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, t_len, block)
+                flash_attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, t_len, block)
             }
         })?;
         let a = b.conv_1x1("o_proj", &ctx4, &wo, None)?;
-        let a = from_nchw(b, "attn_out", &a, h)?;
+        let a = from_nchw(b, "attn_out", &a, h, sq)?;
         let a = rms_norm(b, "post_attn_norm", &a, Some(g_post), eps, h)?;
         b.add("attn_residual", x, &a)
     })()
@@ -150,13 +159,13 @@ fn layer_body(
     let g_post_ff = w.vector(&key("post_feedforward_layernorm.weight"), h)?;
     let x = (|| -> R<Var> {
         let m = rms_norm(b, "pre_ff_norm", &x, Some(g_pre), eps, h)?;
-        let m4 = to_nchw(b, "mlp_nchw", &m, h)?;
+        let m4 = to_nchw(b, "mlp_nchw", &m, h, sq)?;
         let g = b.conv_1x1("gate_proj", &m4, &wg, None)?;
         let u = b.conv_1x1("up_proj", &m4, &wu, None)?;
         let g = gelu_tanh(b, "gate_act", &g)?;
         let gu = b.mul("gate_up", &g, &u)?;
         let dn = b.conv_1x1("down_proj", &gu, &wd, None)?;
-        let dn = from_nchw(b, "mlp_out", &dn, h)?;
+        let dn = from_nchw(b, "mlp_out", &dn, h, sq)?;
         let dn = rms_norm(b, "post_ff_norm", &dn, Some(g_post_ff), eps, h)?;
         b.add("mlp_residual", &x, &dn)
     })()
@@ -181,7 +190,7 @@ fn layer_body(
         )?;
         let g_ple = w.vector(&key("post_per_layer_input_norm.weight"), h)?;
         (|| -> R<Var> {
-            let x4 = to_nchw(b, "ple_nchw", &x, h)?;
+            let x4 = to_nchw(b, "ple_nchw", &x, h, sq)?;
             let g = b.conv_1x1("ple_gate", &x4, &wgate, None)?;
             let g = gelu_tanh(b, "ple_gate_act", &g)?;
             let slice = b.slice_axis(
@@ -191,10 +200,10 @@ fn layer_body(
                 (i * p) as i32,
                 Some(((i + 1) * p) as i32),
             )?;
-            let slice = b.reshape("ple_slice_nchw", &slice, &[1, p as i32, 1, 1])?;
+            let slice = to_nchw(b, "ple_slice_nchw", &slice, p, sq)?;
             let g = b.mul("ple_gated", &g, &slice)?;
             let pr = b.conv_1x1("ple_proj", &g, &wproj, None)?;
-            let pr = from_nchw(b, "ple_out", &pr, h)?;
+            let pr = from_nchw(b, "ple_out", &pr, h, sq)?;
             let pr = rms_norm(b, "post_ple_norm", &pr, Some(g_ple), eps, h)?;
             b.add("ple_residual", &x, &pr)
         })()
@@ -207,8 +216,8 @@ fn layer_body(
     b.mul("scaled", &x, s).map_err(me)
 }
 
-/// Project, normalise and rotate this layer's K/V, write them into the layer's cache slot and return
-/// what attention reads (`[1, kv, T, D]`).
+/// Project, normalise and rotate this layer's K/V, update the layer's cache slot per the function
+/// (see the module doc) and return what attention reads (`[1, kv, T, D]`).
 fn own_kv(
     b: &mut FunctionBuilder,
     ctx: &mut Ctx<'_>,
@@ -226,23 +235,9 @@ fn own_kv(
     let lay = ctx.plan.layout.clone();
     let info = &lay.layers[i];
     let (h, d, kvh) = (lay.hidden, info.head_dim, info.kv_heads);
-    let maxhd = lay.max_head_dim();
+    let sq = ctx.positions();
     let eps = lay.rms_norm_eps;
     let key = |s: &str| format!("layers.{i}.{s}");
-    let slot = ctx
-        .chunk
-        .slot_of(i)
-        .ok_or_else(|| {
-            ExportError::Unsupported(format!(
-                "layer {i} owns KV but has no slot in chunk {}",
-                ctx.chunk.name
-            ))
-        })?
-        .slot;
-    let (policy, label) = match info.kind {
-        LayerKind::Sliding => (ctx.plan.sliding_cache, "sliding"),
-        LayerKind::Full => (ctx.plan.full_cache, "full"),
-    };
     let wk = w.conv_weight(
         b,
         "k_proj_weight",
@@ -258,6 +253,93 @@ fn own_kv(
         h,
     )?;
     let g_k = w.vector(&key("self_attn.k_norm.weight"), d)?;
+    let (ka, va) = match ctx.kind {
+        FunctionKind::Decode => decode_cache(b, ctx, i, |b| {
+            project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)
+        })?,
+        FunctionKind::Verify { .. } => {
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps).map_err(me)?;
+            let kv = verify_cache(b, ctx, i, &k, &v)?;
+            ctx.rows.insert(i, (k, v));
+            kv
+        }
+        FunctionKind::Prefill { .. } => {
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps).map_err(me)?;
+            ctx.rows.insert(i, (k.clone(), v.clone()));
+            (k, v)
+        }
+    };
+    let producer = match info.kind {
+        LayerKind::Sliding => ctx.plan.sliding_producer,
+        LayerKind::Full => ctx.plan.full_producer,
+    };
+    if producer == Some(i) {
+        ctx.shared.insert(info.kind, (ka.clone(), va.clone()));
+    }
+    Ok((ka, va))
+}
+
+/// `k = RoPE(k_norm(k_proj h))`, `v = v_norm(v_proj h)`, both `[1, kv, S, D]`.
+#[allow(clippy::too_many_arguments)]
+fn project_kv(
+    b: &mut FunctionBuilder,
+    h4: &Var,
+    wk: &Var,
+    wv: &Var,
+    g_k: TensorValue,
+    cos: &Var,
+    sin: &Var,
+    kvh: usize,
+    d: usize,
+    s: usize,
+    eps: f64,
+) -> R<(Var, Var)> {
+    let k = b.conv_1x1("k_proj", h4, wk, None)?;
+    let k = split_heads(b, "k_heads", &k, kvh, d, s)?;
+    let k = rms_norm(b, "k_norm", &k, Some(g_k), eps, d)?;
+    let k = rope(b, "k_rope", &k, cos, sin)?;
+    let v = b.conv_1x1("v_proj", h4, wv, None)?;
+    let v = split_heads(b, "v_heads", &v, kvh, d, s)?;
+    let v = rms_norm(b, "v_norm", &v, None, eps, d)?;
+    Ok((k, v))
+}
+
+/// The slot of KV-owning layer `i` and its cache policy and I/O label.
+fn slot_of(ctx: &Ctx<'_>, i: usize) -> Result<(usize, CachePolicy, &'static str)> {
+    let slot = ctx
+        .chunk
+        .slot_of(i)
+        .ok_or_else(|| {
+            ExportError::Unsupported(format!(
+                "layer {i} owns KV but has no slot in chunk {}",
+                ctx.chunk.name
+            ))
+        })?
+        .slot;
+    Ok(match ctx.plan.layout.layers[i].kind {
+        LayerKind::Sliding => (slot, ctx.plan.sliding_cache, "sliding"),
+        LayerKind::Full => (slot, ctx.plan.full_cache, "full"),
+    })
+}
+
+/// Decode: pad the new row to the slot width, write it into the slot (shift register or one-hot blend),
+/// record the new padded cache for `*_out` and return the cache at the true head dim.
+fn decode_cache(
+    b: &mut FunctionBuilder,
+    ctx: &mut Ctx<'_>,
+    i: usize,
+    project: impl FnOnce(&mut FunctionBuilder) -> R<(Var, Var)>,
+) -> Result<(Var, Var)> {
+    let chunk_name = ctx.chunk.name.clone();
+    let me = |source| ExportError::Mil {
+        chunk: chunk_name.clone(),
+        source: Box::new(source),
+    };
+    let lay = &ctx.plan.layout;
+    let info = &lay.layers[i];
+    let (d, kvh) = (info.head_dim, info.kv_heads);
+    let maxhd = lay.max_head_dim();
+    let (slot, policy, label) = slot_of(ctx, i)?;
     let pad = if d < maxhd {
         let n = kvh * (maxhd - d);
         let t = if ctx.plan.fp32 {
@@ -278,13 +360,7 @@ fn own_kv(
     let um = ctx.inputs.get("update_mask").cloned();
 
     let r = (|| -> R<(Var, Var, Var, Var)> {
-        let k = b.conv_1x1("k_proj", h4, &wk, None)?;
-        let k = b.reshape("k_heads", &k, &[1, kvh as i32, 1, d as i32])?;
-        let k = rms_norm(b, "k_norm", &k, Some(g_k), eps, d)?;
-        let k = rope(b, "k_rope", &k, cos, sin)?;
-        let v = b.conv_1x1("v_proj", h4, &wv, None)?;
-        let v = b.reshape("v_heads", &v, &[1, kvh as i32, 1, d as i32])?;
-        let v = rms_norm(b, "v_norm", &v, None, eps, d)?;
+        let (k, v) = project(b)?;
         let mut upd = |name: &str, new: &Var, cache_in: &Var| -> R<(Var, Var)> {
             b.with_scope(name, |b| {
                 let new = match &pad {
@@ -329,12 +405,64 @@ fn own_kv(
     })();
     let (kc, vc, ka, va) = r.map_err(me)?;
     ctx.new_caches.insert((info.kind, slot), (kc, vc));
-    let producer = match info.kind {
-        LayerKind::Sliding => ctx.plan.sliding_producer,
-        LayerKind::Full => ctx.plan.full_producer,
-    };
-    if producer == Some(i) {
-        ctx.shared.insert(info.kind, (ka.clone(), va.clone()));
-    }
     Ok((ka, va))
+}
+
+/// Verify: the slot at the true head dim, updated locally with the `S` new rows (shift register: drop
+/// the oldest `S` rows and append; positional: `old·keep + update_indicator·new`); returned for
+/// attention only.
+fn verify_cache(
+    b: &mut FunctionBuilder,
+    ctx: &mut Ctx<'_>,
+    i: usize,
+    k: &Var,
+    v: &Var,
+) -> Result<(Var, Var)> {
+    let chunk_name = ctx.chunk.name.clone();
+    let me = |source| ExportError::Mil {
+        chunk: chunk_name.clone(),
+        source: Box::new(source),
+    };
+    let d = ctx.plan.layout.layers[i].head_dim;
+    let maxhd = ctx.plan.layout.max_head_dim();
+    let sq = ctx.positions();
+    let (slot, policy, label) = slot_of(ctx, i)?;
+    let k_in = ctx.input(&format!("K_{label}_in")).map_err(me)?;
+    let v_in = ctx.input(&format!("V_{label}_in")).map_err(me)?;
+    let keep = ctx.keep_mask.clone();
+    let ind = ctx.inputs.get("update_indicator").cloned();
+    let r = (|| -> R<(Var, Var)> {
+        let mut upd = |name: &str, new: &Var, cache_in: &Var| -> R<Var> {
+            b.with_scope(name, |b| {
+                let old = b.slice_axis("old", cache_in, 0, slot as i32, Some(slot as i32 + 1))?;
+                let old = if d < maxhd {
+                    b.slice_axis("old_true", &old, -1, 0, Some(d as i32))?
+                } else {
+                    old
+                };
+                match policy {
+                    CachePolicy::ShiftRegister { .. } => {
+                        let kept = b.slice_axis("shifted", &old, 2, sq as i32, None)?;
+                        b.concat("cache", [&kept, new], 2, false)
+                    }
+                    CachePolicy::Positional { .. } => {
+                        let (Some(keep), Some(ind)) = (&keep, &ind) else {
+                            return Err(mil::MilError::Argument {
+                                op: "kv_update".into(),
+                                name: name.into(),
+                                msg: "positional cache without update_indicator".into(),
+                            });
+                        };
+                        let a = b.mul("kept", &old, keep)?;
+                        let c = b.matmul("written", ind, new, false, false)?;
+                        b.add("cache", &a, &c)
+                    }
+                }
+            })
+        };
+        let kc = upd("k_cache", k, &k_in)?;
+        let vc = upd("v_cache", v, &v_in)?;
+        Ok((kc, vc))
+    })();
+    r.map_err(me)
 }

@@ -1,30 +1,64 @@
-//! MIL emission of one chunk's `decode_q1` function.
+//! MIL emission of one chunk's functions: `decode_q1`, `verify_qK` and prefill.
 //!
-//! One code path emits every layer whatever the chunking: the [`ChunkPlan`] says which layers a chunk
-//! holds, which KV slot each KV-owning layer writes, where shared KV comes from (a producer inside the
-//! chunk, or the `kv13_*` / `kv14_*` inputs) and what the chunk publishes. The cache update follows the
-//! plan's [`CachePolicy`] per attention kind (shift register or one-hot positional blend) and full
-//! attention follows its [`AttentionForm`].
+//! One code path emits every layer whatever the chunking and the function: the [`ChunkPlan`] says which
+//! layers a chunk holds, which KV slot each KV-owning layer writes, where shared KV comes from (a
+//! producer inside the chunk, or the `kv13_*` / `kv14_*` inputs) and what the chunk publishes; the
+//! [`FunctionKind`] says how many query positions a call carries (decode 1, verify K, prefill N) and
+//! what happens to the caches (decode: updated and returned; verify: updated locally, new rows returned;
+//! prefill: no cache, every layer's K/V returned). The cache update follows the plan's
+//! [`crate::plan::CachePolicy`] per attention kind and full attention follows its
+//! [`crate::plan::AttentionForm`] (prefill always attends plainly).
 //!
-//! Names: layer `i`'s ops live in scope `L{i}` (`L3_attn_q_proj`, ...); the pre-argmax logits are the
-//! value named [`LOGITS`] so the runtime's parity check can read them.
+//! Masks (additive, 0 = visible, −∞ or a large negative = hidden), built by the host:
+//!
+//! * decode: `causal_mask_*` `[1, 1, 1, T]` as the runtime builds them.
+//! * verify at positions `p..p+K−1`: after the in-graph shift, sliding slot `j` holds position
+//!   `p − W + K + j`, so query `q` must see slots `W−K−p ≤ j ≤ W−K+q` (triangular over the last K
+//!   slots; the lower bound hides slots before position 0). Positional caches: slot `j` visible to
+//!   query `q` iff `j ≤ p + q` (and `j > p + q − W` for a positional sliding cache).
+//!   `update_indicator[0, 0, c, j] = 1` iff `c = p + j`. Note the 11c shift drops the K oldest rows
+//!   before any query runs: once `p > W − K`, the first queries of the block lose the oldest
+//!   `K − 1 − q` positions of their window (serial decode would still see them).
+//! * prefill (positions `0..N−1`): `causal_mask` `[1, 1, N, N]` serves the full layers as given; the
+//!   sliding layers use `causal_mask + band`, `band` a constant that hides keys `j ≤ i − W` (so
+//!   prompts longer than the window get HF's sliding-window semantics; the reference pipeline's
+//!   prefill was not window-limited). No extra input is needed because prefill starts at position 0.
+//!
+//! Names: layer `i`'s ops live in scope `L{i}` (`L3_attn_q_proj`, ...); the softcapped pre-argmax
+//! logits are the value named [`LOGITS`] (`[1, S, V]` in verify, `[1, 1, V]` otherwise) so the
+//! runtime's parity check can read them.
 
 mod blocks;
 mod layer;
 
 use crate::error::{ExportError, Result};
 use crate::layout::LayerKind;
-use crate::plan::{ChunkPlan, ChunkSpec, IoDType};
+use crate::plan::{ChunkPlan, ChunkSpec, FunctionKind, IoDType};
 use crate::weights::Weights;
-use blocks::{R, from_nchw, rms_norm, to_nchw};
+use blocks::{R, from_nchw, group_mask, rms_norm, to_nchw};
 use mil::builder::FunctionBuilder;
 use mil::{DType, Function, TensorType, Var};
 use std::collections::BTreeMap;
 
 /// Name of the decode function.
 pub const DECODE_FN: &str = "decode_q1";
-/// Name of the softcapped, pre-argmax logits value in the head chunk (`[1, 1, V]`).
+/// Name of the verify function (the reference runtime loads it by this literal name, whatever K).
+pub const VERIFY_FN: &str = "verify_qK";
+/// Name of the prefill function (prefill packages are single-function, like the reference's).
+pub const PREFILL_FN: &str = "main";
+/// Name of the softcapped, pre-argmax logits value in the head chunk (`[1, S, V]`).
 pub const LOGITS: &str = "logits";
+/// Fill of the constant sliding band of prefill (hidden keys); finite, so blobs hold no infinities.
+const BAND_FILL: f32 = -65504.0;
+
+/// The MIL function name of a function kind.
+pub fn function_name(kind: FunctionKind) -> &'static str {
+    match kind {
+        FunctionKind::Decode => DECODE_FN,
+        FunctionKind::Verify { .. } => VERIFY_FN,
+        FunctionKind::Prefill { .. } => PREFILL_FN,
+    }
+}
 
 fn io_dtype(d: IoDType) -> DType {
     match d {
@@ -38,9 +72,15 @@ fn io_dtype(d: IoDType) -> DType {
 pub(crate) struct Ctx<'p> {
     pub plan: &'p ChunkPlan,
     pub chunk: &'p ChunkSpec,
+    pub kind: FunctionKind,
     pub inputs: BTreeMap<String, Var>,
-    /// `1 − update_mask`, built once when some cache is positional.
+    /// `1 − update_mask` (decode) or `1 − Σ_j update_indicator` (verify), built once when some cache
+    /// is positional.
     pub keep_mask: Option<Var>,
+    /// The attention mask of each kind, grouped for GQA ([`group_mask`]).
+    pub masks: BTreeMap<LayerKind, Var>,
+    /// Verify / prefill: the new K/V rows `[1, kv, S, D]` of each KV-owning layer.
+    pub rows: BTreeMap<usize, (Var, Var)>,
     /// `per_layer_combined` (input, or computed by the chunk holding layer 0).
     pub ple: Option<Var>,
     /// New cache per (kind, slot): (K, V), full padded width.
@@ -50,6 +90,23 @@ pub(crate) struct Ctx<'p> {
 }
 
 impl Ctx<'_> {
+    /// Query positions per call.
+    pub(crate) fn positions(&self) -> usize {
+        self.kind.positions()
+    }
+
+    /// The attention mask of layers of `kind`.
+    pub(crate) fn mask(&self, kind: LayerKind) -> R<Var> {
+        self.masks
+            .get(&kind)
+            .cloned()
+            .ok_or_else(|| mil::MilError::Argument {
+                op: "chunk".into(),
+                name: format!("{kind:?} mask"),
+                msg: format!("chunk {} has no {kind:?} attention mask", self.chunk.name),
+            })
+    }
+
     pub(crate) fn input(&self, name: &str) -> R<Var> {
         self.inputs
             .get(name)
@@ -64,17 +121,61 @@ impl Ctx<'_> {
 
 /// Emit the `decode_q1` function of `chunk`.
 pub fn emit_decode(plan: &ChunkPlan, chunk: &ChunkSpec, w: &mut Weights<'_>) -> Result<Function> {
+    emit_function(plan, chunk, FunctionKind::Decode, w)
+}
+
+/// Emit the `verify_qK` function of `chunk` for `k` draft positions (shares `w`'s prepared weights
+/// with the chunk's other functions).
+pub fn emit_verify(
+    plan: &ChunkPlan,
+    chunk: &ChunkSpec,
+    k: usize,
+    w: &mut Weights<'_>,
+) -> Result<Function> {
+    emit_function(plan, chunk, FunctionKind::Verify { k }, w)
+}
+
+/// Emit the prefill function of a prefill chunk (from [`ChunkPlan::prefill_chunks`]) for `n`
+/// positions.
+pub fn emit_prefill(
+    plan: &ChunkPlan,
+    chunk: &ChunkSpec,
+    n: usize,
+    w: &mut Weights<'_>,
+) -> Result<Function> {
+    emit_function(plan, chunk, FunctionKind::Prefill { n }, w)
+}
+
+/// Emit one function of `chunk`; its I/O is [`ChunkPlan::io`].
+pub fn emit_function(
+    plan: &ChunkPlan,
+    chunk: &ChunkSpec,
+    kind: FunctionKind,
+    w: &mut Weights<'_>,
+) -> Result<Function> {
     let mil_err = |source| ExportError::Mil {
         chunk: chunk.name.clone(),
         source: Box::new(source),
     };
-    let mut b = FunctionBuilder::new(DECODE_FN);
-    let (ins, outs) = plan.decode_io(chunk);
+    match kind {
+        FunctionKind::Decode => {}
+        FunctionKind::Verify { k } => plan.check_verify(k)?,
+        FunctionKind::Prefill { n } => {
+            if n == 0 {
+                return Err(ExportError::BadOption("prefill:0".into()));
+            }
+        }
+    }
+    let mut b = FunctionBuilder::new(function_name(kind));
+    let (ins, outs) = plan.io(chunk, kind);
     let mut ctx = Ctx {
         plan,
         chunk,
+        kind,
         inputs: BTreeMap::new(),
         keep_mask: None,
+        masks: BTreeMap::new(),
+        rows: BTreeMap::new(),
         ple: None,
         new_caches: BTreeMap::new(),
         shared: BTreeMap::new(),
@@ -86,10 +187,19 @@ pub fn emit_decode(plan: &ChunkPlan, chunk: &ChunkSpec, w: &mut Weights<'_>) -> 
         ctx.inputs.insert(t.name.clone(), v);
     }
     let lay = &plan.layout;
+    let sq = kind.positions();
 
     if let Some(um) = ctx.inputs.get("update_mask").cloned() {
         ctx.keep_mask = Some(b.sub("update_keep", 1.0, &um).map_err(mil_err)?);
     }
+    if let Some(ind) = ctx.inputs.get("update_indicator").cloned() {
+        let r: R<Var> = (|| {
+            let written = b.reduce_sum("update_written", &ind, &[-1], true)?;
+            b.sub("update_keep", 1.0, &written)
+        })();
+        ctx.keep_mask = Some(r.map_err(mil_err)?);
+    }
+    build_masks(&mut b, &mut ctx).map_err(mil_err)?;
 
     let mut x = ctx.input("hidden_states").map_err(mil_err)?;
     let mut named_outputs: Vec<(String, Var)> = Vec::new();
@@ -107,16 +217,141 @@ pub fn emit_decode(plan: &ChunkPlan, chunk: &ChunkSpec, w: &mut Weights<'_>) -> 
         x = layer::emit_layer(&mut b, &mut ctx, w, i, &x)?;
     }
 
-    let mut head_outputs: Vec<(String, Var)> = Vec::new();
-    if chunk.has_head {
-        let (tok, logit, normed) = emit_head(&mut b, &ctx, w, &x)?;
-        head_outputs.push(("token_id".into(), tok));
-        head_outputs.push(("token_logit".into(), logit));
-        x = normed;
+    let mut all: BTreeMap<String, Var> = BTreeMap::new();
+    match kind {
+        FunctionKind::Decode => {
+            let mut head_outputs: Vec<(String, Var)> = Vec::new();
+            if chunk.has_head {
+                let (tok, logit, normed) = emit_head(&mut b, &ctx, w, &x)?;
+                head_outputs.push(("token_id".into(), tok));
+                head_outputs.push(("token_logit".into(), logit));
+                x = normed;
+            }
+            let cache_outputs = decode_cache_outputs(&mut b, &ctx)?;
+            all.extend(head_outputs);
+            all.insert("hidden_states_out".into(), x);
+            all.extend(cache_outputs);
+        }
+        FunctionKind::Verify { .. } => {
+            if chunk.has_head {
+                let (logits, _) = emit_logits(&mut b, &ctx, w, &x, sq)?;
+                let ids = b
+                    .reduce_argmax("argmax", &logits, -1, false, DType::I32)
+                    .map_err(mil_err)?;
+                all.insert("token_ids".into(), ids);
+            }
+            all.insert("hidden_states_out".into(), x);
+            all.extend(verify_row_outputs(&mut b, &ctx)?);
+        }
+        FunctionKind::Prefill { .. } => {
+            if chunk.has_head {
+                let r: R<Var> = (|| {
+                    let m = ctx.input("last_position_mask")?;
+                    let picked = b.mul("last_position_select", &x, &m)?;
+                    b.reduce_sum("last_position_hidden", &picked, &[1], true)
+                })();
+                let last = r.map_err(mil_err)?;
+                let (tok, logit, _) = emit_head(&mut b, &ctx, w, &last)?;
+                all.insert("token_id".into(), tok);
+                all.insert("token_logit".into(), logit);
+            } else {
+                all.insert("hidden_states_out".into(), x);
+            }
+            for kv in plan.prefill_kv_outputs(chunk) {
+                let (k, v) = ctx.rows.get(&kv.layer).cloned().ok_or_else(|| {
+                    ExportError::Unsupported(format!(
+                        "chunk {}: layer {} produced no K/V",
+                        chunk.name, kv.layer
+                    ))
+                })?;
+                all.insert(kv.k, k);
+                all.insert(kv.v, v);
+            }
+        }
+    }
+    if chunk.emits_shared_kv && !matches!(kind, FunctionKind::Prefill { .. }) {
+        for (kind, k_name, v_name) in [
+            (LayerKind::Sliding, "kv13_k", "kv13_v"),
+            (LayerKind::Full, "kv14_k", "kv14_v"),
+        ] {
+            let (k, v) = ctx.shared.get(&kind).cloned().ok_or_else(|| {
+                ExportError::Unsupported(format!(
+                    "chunk {} publishes shared KV but holds no {kind:?} producer",
+                    chunk.name
+                ))
+            })?;
+            all.insert(k_name.into(), k);
+            all.insert(v_name.into(), v);
+        }
+    }
+    all.extend(named_outputs);
+
+    // Declared order of the contract.
+    for t in &outs {
+        let v = all.get(&t.name).ok_or_else(|| {
+            ExportError::Unsupported(format!(
+                "chunk {}: output `{}` was not produced",
+                chunk.name, t.name
+            ))
+        })?;
+        b.output(&t.name, v).map_err(mil_err)?;
     }
 
-    // Caches: concatenate the new slots in slot order (a chunk owning no layer of a kind passes its
-    // dummy slot through).
+    b.finish().map_err(mil_err)
+}
+
+/// The attention mask of every kind the chunk's layers use: decode takes the inputs as they are;
+/// verify groups them for GQA; prefill derives the sliding mask from `causal_mask` and a constant
+/// band (see the module doc), then groups both.
+fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> R<()> {
+    let lay = &ctx.plan.layout;
+    for kind in [LayerKind::Sliding, LayerKind::Full] {
+        if !ctx.chunk.layers.clone().any(|i| lay.layers[i].kind == kind) {
+            continue;
+        }
+        let (label, input) = match kind {
+            LayerKind::Sliding => ("sliding", "causal_mask_sliding"),
+            LayerKind::Full => ("full", "causal_mask_full"),
+        };
+        let base = match ctx.kind {
+            FunctionKind::Decode | FunctionKind::Verify { .. } => ctx.input(input)?,
+            FunctionKind::Prefill { n } => {
+                let causal = ctx.input("causal_mask")?;
+                let w = lay.sliding_window;
+                if kind == LayerKind::Sliding && n > w {
+                    let band: Vec<f32> = (0..n * n)
+                        .map(|e| if e / n >= e % n + w { BAND_FILL } else { 0.0 })
+                        .collect();
+                    let band = if ctx.plan.fp32 {
+                        b.const_f32("sliding_band", &[1, 1, n, n], &band)?
+                    } else {
+                        b.const_f16("sliding_band", &[1, 1, n, n], &band)?
+                    };
+                    b.add("causal_mask_sliding", &causal, &band)?
+                } else {
+                    causal
+                }
+            }
+        };
+        let n_rep = lay.num_heads / lay.kv_heads(kind).unwrap_or(1).max(1);
+        let mask = if ctx.kind == FunctionKind::Decode {
+            base
+        } else {
+            group_mask(b, &format!("mask_{label}_groups"), &base, n_rep)?
+        };
+        ctx.masks.insert(kind, mask);
+    }
+    Ok(())
+}
+
+/// Decode: the new caches of every slot concatenated in slot order (a chunk owning no layer of a kind
+/// passes its dummy slot through).
+fn decode_cache_outputs(b: &mut FunctionBuilder, ctx: &Ctx<'_>) -> Result<Vec<(String, Var)>> {
+    let chunk = ctx.chunk;
+    let mil_err = |source| ExportError::Mil {
+        chunk: chunk.name.clone(),
+        source: Box::new(source),
+    };
     let mut cache_outputs: Vec<(String, Var)> = Vec::new();
     if chunk.owns_kv() {
         for (kind, label, slots) in [
@@ -140,39 +375,75 @@ pub fn emit_decode(plan: &ChunkPlan, chunk: &ChunkSpec, w: &mut Weights<'_>) -> 
             }
         }
     }
-    if chunk.emits_shared_kv {
-        for (kind, k_name, v_name) in [
-            (LayerKind::Sliding, "kv13_k", "kv13_v"),
-            (LayerKind::Full, "kv14_k", "kv14_v"),
-        ] {
-            let (k, v) = ctx.shared.get(&kind).cloned().ok_or_else(|| {
-                ExportError::Unsupported(format!(
-                    "chunk {} publishes shared KV but holds no {kind:?} producer",
-                    chunk.name
-                ))
-            })?;
-            cache_outputs.push((k_name.into(), k));
-            cache_outputs.push((v_name.into(), v));
+    Ok(cache_outputs)
+}
+
+/// Verify: `new_{K,V}_{sliding,full}` `[slots, kv, K, D]`, the new rows of every slot in slot order
+/// at the true head dim. A kind the chunk owns no layer of returns the first `K` rows of its dummy
+/// slot (host-held, never written: zeros).
+fn verify_row_outputs(b: &mut FunctionBuilder, ctx: &Ctx<'_>) -> Result<Vec<(String, Var)>> {
+    let chunk = ctx.chunk;
+    let lay = &ctx.plan.layout;
+    let sq = ctx.positions();
+    let mil_err = |source| ExportError::Mil {
+        chunk: chunk.name.clone(),
+        source: Box::new(source),
+    };
+    let mut out = Vec::new();
+    if !chunk.owns_kv() {
+        return Ok(out);
+    }
+    for (kind, label, slots) in [
+        (LayerKind::Sliding, "sliding", chunk.sliding_slots),
+        (LayerKind::Full, "full", chunk.full_slots),
+    ] {
+        let layers: Vec<usize> = (0..slots)
+            .filter_map(|s| {
+                chunk
+                    .kv_slots
+                    .iter()
+                    .find(|x| x.kind == kind && x.slot == s)
+                    .map(|x| x.layer)
+            })
+            .collect();
+        for (which, idx) in [("K", 0usize), ("V", 1usize)] {
+            let name = format!("new_{which}_{label}");
+            let parts: Vec<Var> = layers
+                .iter()
+                .filter_map(|l| ctx.rows.get(l))
+                .map(|(k, v)| if idx == 0 { k.clone() } else { v.clone() })
+                .collect();
+            let v = if parts.len() == slots && slots > 1 {
+                b.concat(&name, &parts, 0, false).map_err(mil_err)?
+            } else if parts.len() == 1 && slots == 1 {
+                parts[0].clone()
+            } else if parts.is_empty() {
+                let d = lay.head_dim(kind).unwrap_or(0);
+                let input = ctx.input(&format!("{which}_{label}_in")).map_err(mil_err)?;
+                let dims = input.static_shape().unwrap_or_default();
+                let (Some(&s0), Some(&kvh)) = (dims.first(), dims.get(1)) else {
+                    return Err(ExportError::Unsupported(format!(
+                        "chunk {}: {which}_{label}_in has no static shape",
+                        chunk.name
+                    )));
+                };
+                let slice = mil::builder::Slice::new(
+                    &[0, 0, 0, 0],
+                    &[s0 as i32, kvh as i32, sq as i32, d as i32],
+                );
+                b.slice_by_index(&format!("{name}_dummy"), &input, slice)
+                    .map_err(mil_err)?
+            } else {
+                return Err(ExportError::Unsupported(format!(
+                    "chunk {}: {label} slots {slots} but {} layers wrote rows",
+                    chunk.name,
+                    parts.len()
+                )));
+            };
+            out.push((name, v));
         }
     }
-
-    // Declared order of the contract.
-    let mut all: BTreeMap<String, Var> = BTreeMap::new();
-    all.extend(head_outputs);
-    all.insert("hidden_states_out".into(), x);
-    all.extend(cache_outputs);
-    all.extend(named_outputs);
-    for t in &outs {
-        let v = all.get(&t.name).ok_or_else(|| {
-            ExportError::Unsupported(format!(
-                "chunk {}: output `{}` was not produced",
-                chunk.name, t.name
-            ))
-        })?;
-        b.output(&t.name, v).map_err(mil_err)?;
-    }
-
-    b.finish().map_err(mil_err)
+    Ok(out)
 }
 
 /// Keep every declared input alive with an `identity` op, as coremltools does (the Swift runtime feeds
@@ -212,7 +483,7 @@ pub fn keep_inputs_alive(f: &mut Function) {
     }
 }
 
-/// `per_layer_combined = (RMSNorm_P(proj(x)·H^−½) + per_layer_raw)·2^−½`, `[1, 1, L·P]`.
+/// `per_layer_combined = (RMSNorm_P(proj(x)·H^−½) + per_layer_raw)·2^−½`, `[1, S, L·P]`.
 fn emit_ple_combine(
     b: &mut FunctionBuilder,
     ctx: &Ctx<'_>,
@@ -226,8 +497,9 @@ fn emit_ple_combine(
         chunk: chunk.clone(),
         source: Box::new(source),
     };
+    let sq = ctx.positions();
     b.push_scope("ple");
-    let x4 = to_nchw(b, "x_nchw", x, h).map_err(mil_err)?;
+    let x4 = to_nchw(b, "x_nchw", x, h, sq).map_err(mil_err)?;
     let wt = w.conv_weight(
         b,
         "model_projection_weight",
@@ -239,26 +511,41 @@ fn emit_ple_combine(
     let r: R<Var> = (|| {
         let proj = b.conv_1x1("model_projection", &x4, &wt, None)?;
         let proj = b.mul("projection_scaled", &proj, (h as f64).powf(-0.5))?;
-        let proj = b.reshape("projection_slices", &proj, &[1, l as i32, p as i32])?;
-        let normed = rms_norm(b, "projection_norm", &proj, Some(gain), lay.rms_norm_eps, p)?;
+        let (l, p, s) = (l as i32, p as i32, sq as i32);
+        let proj = if sq == 1 {
+            b.reshape("projection_slices", &proj, &[1, l, p])?
+        } else {
+            let rows = from_nchw(b, "projection_rows", &proj, (l * p) as usize, sq)?;
+            b.reshape("projection_slices", &rows, &[1, s, l, p])?
+        };
+        let normed = rms_norm(
+            b,
+            "projection_norm",
+            &proj,
+            Some(gain),
+            lay.rms_norm_eps,
+            p as usize,
+        )?;
         let raw = ctx.input("per_layer_raw")?;
-        let raw = b.reshape("raw_slices", &raw, &[1, l as i32, p as i32])?;
+        let slices: &[i32] = if sq == 1 { &[1, l, p] } else { &[1, s, l, p] };
+        let raw = b.reshape("raw_slices", &raw, slices)?;
         let sum = b.add("sum", &normed, &raw)?;
         let sum = b.mul("combined_scaled", &sum, std::f64::consts::FRAC_1_SQRT_2)?;
-        b.reshape("combined", &sum, &[1, 1, (l * p) as i32])
+        b.reshape("combined", &sum, &[1, s, l * p])
     })();
     b.pop_scope();
     r.map_err(mil_err)
 }
 
-/// Final norm, tied LM head, softcap, argmax: returns `(token_id [1] int32, token_logit [1],
-/// normed hidden [1, 1, H])`.
-fn emit_head(
+/// Final norm, LM head and softcap of `x` `[1, S, H]`: returns `(logits [1, S, V] named` [`LOGITS`]`,
+/// normed hidden [1, S, H])`.
+fn emit_logits(
     b: &mut FunctionBuilder,
     ctx: &Ctx<'_>,
     w: &mut Weights<'_>,
     x: &Var,
-) -> Result<(Var, Var, Var)> {
+    sq: usize,
+) -> Result<(Var, Var)> {
     let lay = &ctx.plan.layout;
     let (h, v) = (lay.hidden, lay.vocab);
     let chunk = ctx.chunk.name.clone();
@@ -269,18 +556,37 @@ fn emit_head(
     let gain = w.vector("norm.weight", h)?;
     let normed = rms_norm(b, "final_norm", x, Some(gain), lay.rms_norm_eps, h).map_err(mil_err)?;
     let lm = w.conv_weight(b, "lm_head_weight", lay.lm_head_key(), v, h)?;
-    let r: R<(Var, Var)> = (|| {
-        let x4 = to_nchw(b, "final_nchw", &normed, h)?;
+    let r: R<Var> = (|| {
+        let x4 = to_nchw(b, "final_nchw", &normed, h, sq)?;
         let logits = b.conv_1x1("lm_head", &x4, &lm, None)?;
-        let logits = match lay.final_logit_softcapping {
+        match lay.final_logit_softcapping {
             Some(c) => {
-                let raw = from_nchw(b, "logits_raw", &logits, v)?;
+                let raw = from_nchw(b, "logits_raw", &logits, v, sq)?;
                 let t = b.mul("logits_over_cap", &raw, 1.0 / c)?;
                 let t = b.tanh("logits_tanh", &t)?;
-                b.mul(LOGITS, &t, c)?
+                b.mul(LOGITS, &t, c)
             }
-            None => from_nchw(b, LOGITS, &logits, v)?,
-        };
+            None => from_nchw(b, LOGITS, &logits, v, sq),
+        }
+    })();
+    Ok((r.map_err(mil_err)?, normed))
+}
+
+/// Final norm, LM head, softcap, argmax of one position `x` `[1, 1, H]`: returns `(token_id [1] int32,
+/// token_logit [1], normed hidden [1, 1, H])`.
+fn emit_head(
+    b: &mut FunctionBuilder,
+    ctx: &Ctx<'_>,
+    w: &mut Weights<'_>,
+    x: &Var,
+) -> Result<(Var, Var, Var)> {
+    let chunk = ctx.chunk.name.clone();
+    let mil_err = |source| ExportError::Mil {
+        chunk: chunk.clone(),
+        source: Box::new(source),
+    };
+    let (logits, normed) = emit_logits(b, ctx, w, x, 1)?;
+    let r: R<(Var, Var)> = (|| {
         let idx = b.reduce_argmax("argmax", &logits, -1, true, DType::I32)?;
         let picked = b.gather_along_axis("picked_logit", &logits, &idx, -1, false)?;
         let tok = b.reshape("token_id_flat", &idx, &[1])?;
