@@ -13,6 +13,7 @@ mod model_source;
 mod parity;
 mod run;
 mod sets;
+mod synth;
 
 use std::process::ExitCode;
 
@@ -52,6 +53,8 @@ enum Command {
     Rebuild(sets::RebuildArgs),
     /// Run the reference forward on token ids and print the greedy continuation.
     Run(run::RunArgs),
+    /// Write a random-weight checkpoint with the tensor shapes of a config (performance work).
+    Synth(synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Some(Command::Assemble(a)) => sets::assemble(a),
         Some(Command::Rebuild(a)) => sets::rebuild(a),
         Some(Command::Run(a)) => run::run(a),
+        Some(Command::Synth(a)) => synth::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
