@@ -26,7 +26,7 @@
 use crate::bundle::manifest::{
     ChunkSetManifest, MANIFEST_FORMAT, MANIFEST_NAME, hash_tree, sha256_file, write_zip,
 };
-use crate::bundle::side::write_side_files;
+use crate::bundle::side::{SetFacts, write_side_files};
 use crate::emit::{
     DECODE_FN, PREFILL_FN, VERIFY_FN, emit_decode, emit_prefill, emit_verify, keep_inputs_alive,
 };
@@ -542,17 +542,24 @@ fn build_in(
     let side = opts.only.is_none() || opts.only.as_deref() == Some(SIDE_PART);
     if side {
         t.run("side files", 1, || {
+            let facts = SetFacts {
+                model_name: &opts.model_name(),
+                quantization: &opts.quantization(),
+                verify_k: opts.functions.verify,
+                prefill: opts
+                    .functions
+                    .prefill
+                    .map(|n| (n, prefill_chunks.as_slice())),
+            };
             write_side_files(
                 staging.path(),
                 &plan,
                 ckpt.config(),
                 &ckpt,
                 Some(ckpt.dir()),
-                &opts.model_name(),
-                &opts.quantization(),
+                &facts,
                 pool,
-            )?;
-            add_function_facts(staging.path(), &plan, &opts.functions, &prefill_chunks)
+            )
         })?;
     }
 
@@ -722,56 +729,6 @@ fn finish_package(
         blobs: report.blob_count,
         ops,
     })
-}
-
-/// Add the facts of the extra functions to `dir/model_config.json` (only when they are built, so a
-/// decode-only set is unchanged): `verify_k` and `verify_function`; `prefill_length`,
-/// `prefill_chunks` (name, layers, and per KV-owning layer the names of its K/V outputs) and
-/// `prefill_sliding_mask` (how sliding layers are window-limited: `causal_mask` plus an in-graph band).
-fn add_function_facts(
-    dir: &Path,
-    plan: &ChunkPlan,
-    functions: &Functions,
-    prefill_chunks: &[ChunkSpec],
-) -> Result<()> {
-    if functions.verify.is_none() && functions.prefill.is_none() {
-        return Ok(());
-    }
-    let p = dir.join("model_config.json");
-    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
-    let mut mc: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| ExportError::Unsupported(format!("{}: {e}", p.display())))?;
-    let Some(o) = mc.as_object_mut() else {
-        return Err(ExportError::Unsupported(format!(
-            "{}: not a JSON object",
-            p.display()
-        )));
-    };
-    if let Some(k) = functions.verify {
-        o.insert("verify_k".into(), k.into());
-        o.insert("verify_function".into(), VERIFY_FN.into());
-    }
-    if let Some(n) = functions.prefill {
-        o.insert("prefill_length".into(), n.into());
-        o.insert(
-            "prefill_sliding_mask".into(),
-            "causal_mask_plus_window_band".into(),
-        );
-        let list: Vec<serde_json::Value> = prefill_chunks
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "name": c.name,
-                    "layers": [c.layers.start, c.layers.end],
-                    "kv": plan.prefill_kv_outputs(c),
-                })
-            })
-            .collect();
-        o.insert("prefill_chunks".into(), list.into());
-    }
-    let mut out = serde_json::to_string_pretty(&mc).unwrap_or_default();
-    out.push('\n');
-    std::fs::write(&p, out).map_err(io_err(&p))
 }
 
 /// The zip written by `--zip`: `OUT.zip` beside `OUT`.

@@ -1,7 +1,13 @@
 //! `gemma4-export`: Gemma 4 text decoder → chunked Core ML MIL programs.
 //!
 //! * [`layout`]: the model facts planning needs ([`ModelLayout`]).
-//! * [`plan`]: variants as data and the [`ChunkPlan`] (chunk boundaries, KV slot maps, I/O contract).
+//! * [`plan`]: variants as data and the [`ChunkPlan`] (chunk boundaries, KV slot maps, I/O contract
+//!   of the decode, verify and prefill functions).
+//! * [`emit`]: MIL emission, one per-layer code path for S query positions.
+//! * [`weights`]: checkpoint tensors → dense or palettized literals, with the keep/palettize record.
+//! * [`bundle`]: side files, the chunk-set manifest, the reproducible zip.
+//! * [`build`]: the phase list of a conversion (`inventory → … → publish`), `--only` parts, assembly.
+//! * [`dequant`]: a checkpoint of exactly the weights a build's graphs use (parity of INT4 graphs).
 
 pub mod build;
 pub mod bundle;
@@ -12,10 +18,13 @@ pub mod layout;
 pub mod plan;
 pub mod weights;
 
+pub use emit::{
+    DECODE_FN, LOGITS, PREFILL_FN, VERIFY_FN, emit_decode, emit_function, emit_prefill, emit_verify,
+};
 pub use error::{ExportError, Result};
 pub use layout::{LayerInfo, LayerKind, ModelLayout};
 pub use plan::{
-    AttentionForm, CachePolicy, ChunkPlan, ChunkSpec, IoDType, IoTensor, KvSlot, PlanError,
-    PlanOptions, Variant,
+    AttentionForm, CachePolicy, ChunkPlan, ChunkSpec, FunctionKind, IoDType, IoTensor, KvSlot,
+    PlanError, PlanOptions, PrefillKv, Variant,
 };
 pub use weights::{Quant, WeightSource, Weights};

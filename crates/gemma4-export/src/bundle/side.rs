@@ -96,17 +96,28 @@ pub fn rope_rows(ctx: usize) -> usize {
     (2 * ctx).max(4096)
 }
 
+/// Facts of the build that `model_config.json` records beyond the plan.
+#[derive(Clone, Debug)]
+pub struct SetFacts<'a> {
+    /// `model_name`.
+    pub model_name: &'a str,
+    /// `quantization` (`int4`, `fp16`, ...).
+    pub quantization: &'a str,
+    /// K of the `verify_qK` functions, when built.
+    pub verify_k: Option<usize>,
+    /// N and the prefill packages, when built.
+    pub prefill: Option<(usize, &'a [crate::plan::ChunkSpec])>,
+}
+
 /// Write every side file of the set into `dir`. `model_dir` (the checkpoint directory) provides the
 /// files copied into `hf_model/`.
-#[allow(clippy::too_many_arguments)]
 pub fn write_side_files(
     dir: &Path,
     plan: &ChunkPlan,
     cfg: &gemma4::config::Gemma4Config,
     src: &dyn WeightSource,
     model_dir: Option<&Path>,
-    model_name: &str,
-    quantization: &str,
+    facts: &SetFacts<'_>,
     pool: Option<&rayon::ThreadPool>,
 ) -> Result<()> {
     let lay = &plan.layout;
@@ -151,7 +162,7 @@ pub fn write_side_files(
         }
     }
 
-    let mc = model_config(plan, cfg, model_name, quantization);
+    let mc = model_config(plan, cfg, facts);
     let mut text = serde_json::to_string_pretty(&mc).unwrap_or_default();
     text.push('\n');
     write_file(&dir.join("model_config.json"), text.as_bytes())?;
@@ -178,13 +189,16 @@ fn policy_name(p: &crate::plan::CachePolicy) -> &'static str {
 }
 
 /// `model_config.json`: the fields the Swift runtime reads (names as it spells them), plus the plan
-/// facts our own runtime uses (`variant`, `chunks`, cache lengths, RoPE rows).
+/// facts our own runtime uses (`variant`, `chunks`, cache lengths and policies, RoPE rows) and, only
+/// when those functions are built (so a decode-only set is unchanged), `verify_k` / `verify_function`
+/// and `prefill_length` / `prefill_chunks` (name, layers, the layer behind each K/V output) /
+/// `prefill_sliding_mask` (sliding layers use `causal_mask` plus an in-graph window band).
 pub fn model_config(
     plan: &ChunkPlan,
     cfg: &gemma4::config::Gemma4Config,
-    model_name: &str,
-    quantization: &str,
+    facts: &SetFacts<'_>,
 ) -> serde_json::Value {
+    let (model_name, quantization) = (facts.model_name, facts.quantization);
     let lay = &plan.layout;
     let h = lay.hidden as f64;
     let p = lay.ple_dim as f64;
@@ -197,7 +211,7 @@ pub fn model_config(
         })
         .collect();
     let eos = cfg.eos_token_ids();
-    json!({
+    let mut mc = json!({
         "model_name": model_name,
         "architecture": "gemma4",
         "hidden_size": lay.hidden,
@@ -239,5 +253,30 @@ pub fn model_config(
         "full_cache_policy": policy_name(&plan.full_cache),
         "rope_rows": rope_rows(plan.ctx),
         "rope": "hf",
-    })
+    });
+    if let Some(o) = mc.as_object_mut() {
+        if let Some(k) = facts.verify_k {
+            o.insert("verify_k".into(), k.into());
+            o.insert("verify_function".into(), crate::emit::VERIFY_FN.into());
+        }
+        if let Some((n, chunks)) = facts.prefill {
+            o.insert("prefill_length".into(), n.into());
+            o.insert(
+                "prefill_sliding_mask".into(),
+                "causal_mask_plus_window_band".into(),
+            );
+            let list: Vec<serde_json::Value> = chunks
+                .iter()
+                .map(|c| {
+                    json!({
+                        "name": c.name,
+                        "layers": [c.layers.start, c.layers.end],
+                        "kv": plan.prefill_kv_outputs(c),
+                    })
+                })
+                .collect();
+            o.insert("prefill_chunks".into(), list.into());
+        }
+    }
+    mc
 }
