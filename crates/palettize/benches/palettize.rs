@@ -58,7 +58,7 @@ fn bench_anchor(c: &mut Criterion) {
     let w = anchor_weight();
     let cfg = LutConfig::new(4, 32);
     let mut g = c.benchmark_group("pal4_g32_2048x1536");
-    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    g.sample_size(30).measurement_time(Duration::from_secs(6));
     g.throughput(Throughput::Elements(w.len() as u64));
     for threads in [1usize, 2] {
         let pool = thread_pool(threads).expect("thread pool");
