@@ -203,8 +203,9 @@ pub trait Embedder {
 }
 
 /// An int8 row table with fp16 per-row max-abs scales (`<stem>_q8.bin`, `<stem>_scales.bin`).
+/// The int8 table is memory-mapped (the E2B PLE table is 2.3 GB): only rows used are paged in.
 struct Int8Table {
-    q: Vec<i8>,
+    q: memmap2::Mmap,
     scales: Vec<f16>,
     cols: usize,
     file: PathBuf,
@@ -214,7 +215,10 @@ impl Int8Table {
     fn open(dir: &Path, stem: &str, cols: usize) -> R<Int8Table> {
         let qp = dir.join(format!("{stem}_q8.bin"));
         let sp = dir.join(format!("{stem}_scales.bin"));
-        let q = std::fs::read(&qp).map_err(io_err(&qp))?;
+        let qf = std::fs::File::open(&qp).map_err(io_err(&qp))?;
+        // SAFETY: the mapping is read-only; a side file truncated by another process while mapped
+        // is outside what this tool supports (like any reader of a file under modification).
+        let q = unsafe { memmap2::Mmap::map(&qf) }.map_err(io_err(&qp))?;
         let s = std::fs::read(&sp).map_err(io_err(&sp))?;
         if cols == 0 || q.len() % cols != 0 || s.len() != 2 * (q.len() / cols) {
             return Err(ChunkSetError::SideFile {
@@ -227,7 +231,7 @@ impl Int8Table {
             });
         }
         Ok(Int8Table {
-            q: q.into_iter().map(|b| b as i8).collect(),
+            q,
             scales: s
                 .chunks_exact(2)
                 .map(|c| f16::from_le_bytes([c[0], c[1]]))
@@ -245,7 +249,7 @@ impl Int8Table {
         let k = s.to_f32() / 127.0 * scale;
         Ok(self.q[r * self.cols..(r + 1) * self.cols]
             .iter()
-            .map(|&q| f32::from(q) * k)
+            .map(|&q| f32::from(q as i8) * k)
             .collect())
     }
 }
