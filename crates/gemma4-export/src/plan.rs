@@ -299,6 +299,51 @@ fn check_layout(l: &ModelLayout, variant: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// The sizes every I/O contract is built from.
+#[derive(Clone, Copy, Debug)]
+struct IoDims {
+    h: usize,
+    /// Head dims of sliding / full layers.
+    ds: usize,
+    df: usize,
+    /// KV heads of sliding / full layers.
+    nkv_s: usize,
+    nkv_f: usize,
+    /// KV slot width (the widest head dim).
+    maxhd: usize,
+    /// Cache lengths of sliding / full layers.
+    ls: usize,
+    lf: usize,
+    fd: IoDType,
+}
+
+impl IoDims {
+    fn tensor(&self, name: &str, shape: Vec<usize>) -> IoTensor {
+        IoTensor {
+            name: name.to_string(),
+            shape,
+            dtype: self.fd,
+        }
+    }
+}
+
+impl ChunkPlan {
+    fn io_dims(&self) -> IoDims {
+        let lay = &self.layout;
+        IoDims {
+            h: lay.hidden,
+            ds: lay.head_dim(LayerKind::Sliding).unwrap_or(0),
+            df: lay.head_dim(LayerKind::Full).unwrap_or(0),
+            nkv_s: lay.kv_heads(LayerKind::Sliding).unwrap_or(1),
+            nkv_f: lay.kv_heads(LayerKind::Full).unwrap_or(1),
+            maxhd: lay.max_head_dim(),
+            ls: self.sliding_cache.len(),
+            lf: self.full_cache.len(),
+            fd: self.float_dtype(),
+        }
+    }
+}
+
 impl ChunkPlan {
     /// Derive the plan of `opts.variant` for `layout`.
     pub fn new(layout: &ModelLayout, opts: &PlanOptions) -> Result<ChunkPlan, PlanError> {
@@ -574,18 +619,18 @@ impl ChunkPlan {
     /// `[new_K_sliding, new_V_sliding, new_K_full, new_V_full]`, `[kv13_*, kv14_*]`.
     pub fn verify_io(&self, chunk: &ChunkSpec, k: usize) -> (Vec<IoTensor>, Vec<IoTensor>) {
         let lay = &self.layout;
-        let fd = self.float_dtype();
-        let t = |name: &str, shape: Vec<usize>| IoTensor {
-            name: name.to_string(),
-            shape,
-            dtype: fd,
-        };
-        let h = lay.hidden;
-        let ds = lay.head_dim(LayerKind::Sliding).unwrap_or(0);
-        let df = lay.head_dim(LayerKind::Full).unwrap_or(0);
-        let nkv_s = lay.kv_heads(LayerKind::Sliding).unwrap_or(1);
-        let nkv_f = lay.kv_heads(LayerKind::Full).unwrap_or(1);
-        let (ls, lf) = (self.sliding_cache.len(), self.full_cache.len());
+        let d = self.io_dims();
+        let t = |name: &str, shape: Vec<usize>| d.tensor(name, shape);
+        let IoDims {
+            h,
+            ds,
+            df,
+            nkv_s,
+            nkv_f,
+            ls,
+            lf,
+            ..
+        } = d;
         let (dec_ins, _) = self.decode_io(chunk);
         let mut ins = Vec::new();
         for d in dec_ins {
@@ -645,17 +690,16 @@ impl ChunkPlan {
     /// [`ChunkPlan::prefill_kv_outputs`] each `[1, kv, N, D]` at the layer's true head dim.
     pub fn prefill_io(&self, chunk: &ChunkSpec, n: usize) -> (Vec<IoTensor>, Vec<IoTensor>) {
         let lay = &self.layout;
-        let fd = self.float_dtype();
-        let t = |name: &str, shape: Vec<usize>| IoTensor {
-            name: name.to_string(),
-            shape,
-            dtype: fd,
-        };
-        let h = lay.hidden;
-        let ds = lay.head_dim(LayerKind::Sliding).unwrap_or(0);
-        let df = lay.head_dim(LayerKind::Full).unwrap_or(0);
-        let nkv_s = lay.kv_heads(LayerKind::Sliding).unwrap_or(1);
-        let nkv_f = lay.kv_heads(LayerKind::Full).unwrap_or(1);
+        let d = self.io_dims();
+        let t = |name: &str, shape: Vec<usize>| d.tensor(name, shape);
+        let IoDims {
+            h,
+            ds,
+            df,
+            nkv_s,
+            nkv_f,
+            ..
+        } = d;
         let mut ins = vec![
             t("hidden_states", vec![1, n, h]),
             t("causal_mask", vec![1, 1, n, n]),
@@ -711,19 +755,19 @@ impl ChunkPlan {
     /// The decode (`decode_q1`) I/O contract of a chunk: inputs and outputs in declared order.
     pub fn decode_io(&self, chunk: &ChunkSpec) -> (Vec<IoTensor>, Vec<IoTensor>) {
         let lay = &self.layout;
-        let fd = self.float_dtype();
-        let t = |name: &str, shape: Vec<usize>| IoTensor {
-            name: name.to_string(),
-            shape,
-            dtype: fd,
-        };
-        let h = lay.hidden;
-        let ds = lay.head_dim(LayerKind::Sliding).unwrap_or(0);
-        let df = lay.head_dim(LayerKind::Full).unwrap_or(0);
-        let nkv_s = lay.kv_heads(LayerKind::Sliding).unwrap_or(1);
-        let nkv_f = lay.kv_heads(LayerKind::Full).unwrap_or(1);
-        let maxhd = lay.max_head_dim();
-        let (ls, lf) = (self.sliding_cache.len(), self.full_cache.len());
+        let d = self.io_dims();
+        let t = |name: &str, shape: Vec<usize>| d.tensor(name, shape);
+        let IoDims {
+            h,
+            ds,
+            df,
+            nkv_s,
+            nkv_f,
+            maxhd,
+            ls,
+            lf,
+            ..
+        } = d;
 
         let mut ins = vec![
             t("hidden_states", vec![1, 1, h]),
