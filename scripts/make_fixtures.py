@@ -165,7 +165,7 @@ SPECS: dict[str, dict] = {
             vocab_size=512,
             vocab_size_per_layer_input=512,
             hidden_size=128,
-            intermediate_size=256,
+            intermediate_size=32,
             num_hidden_layers=20,
             num_attention_heads=3,
             num_key_value_heads=1,
@@ -185,7 +185,7 @@ SPECS: dict[str, dict] = {
         palettizable=True,
         # 20 layers amplify rounding more than 10: no seed in 200 stays under 4e-4
         max_fp32_drift=8e-4,
-        seed=144,
+        seed=188,
     ),
 }
 
