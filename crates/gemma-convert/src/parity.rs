@@ -6,6 +6,11 @@
 //! logits). Without `--golden`, the reference forward (gemma4, f32) runs over `--ids` and then
 //! greedily continues `--decode-tokens` steps; the chunk set is fed the same ids.
 //!
+//! With `--prefill` (sets built with a prefill function) the prompt goes the way the Swift runtime
+//! sends it: its first `min(len, N)` tokens through the batched `prefill_chunk*` packages in one
+//! call (compared at the last of those positions), the K/V they produce written into the decode
+//! caches, then the rest of the prompt and the decode ids one step at a time.
+//!
 //! The chunk set is loaded from disk (never the exporter's memory). Embeddings come from the
 //! checkpoint's exact tables by default (`--embeddings checkpoint`: what HF computes), or from the
 //! set's int8 side files (`--embeddings side`: what the device runtime computes).
@@ -87,6 +92,11 @@ pub struct ParityArgs {
     /// for small models.
     #[arg(long, value_enum, default_value_t = ReferenceWeights::Original)]
     pub reference_weights: ReferenceWeights,
+    /// Run the prompt's first `min(len, N)` tokens through the set's prefill chunks (one batched
+    /// call, compared at its last position; K/V written back into the decode caches), the rest of
+    /// the prompt and the decode ids through `decode_q1`.
+    #[arg(long)]
+    pub prefill: bool,
     /// Print one JSON report on stdout.
     #[arg(long)]
     pub json: bool,
@@ -174,6 +184,8 @@ impl Embedder for CheckpointEmbedder {
 /// The ids to feed and the reference logits row of each step.
 struct ReferenceRun {
     ids: Vec<u32>,
+    /// How many of `ids` are the prompt.
+    prompt_len: usize,
     logits: Vec<Vec<f32>>,
     source: String,
 }
@@ -194,6 +206,7 @@ fn golden_reference(path: &Path) -> Result<ReferenceRun> {
         .collect();
     Ok(ReferenceRun {
         ids,
+        prompt_len: g.input_ids.len(),
         logits,
         source: format!("golden:{}", path.display()),
     })
@@ -219,6 +232,7 @@ fn forward_reference(ckpt: &Checkpoint, prompt: &[u32], steps: usize) -> Result<
     ids.truncate(logits.len());
     Ok(ReferenceRun {
         ids,
+        prompt_len: prompt.len(),
         logits,
         source: "reference-forward(f32)".into(),
     })
@@ -321,15 +335,57 @@ pub fn run(args: &ParityArgs) -> Result<()> {
             &side
         }
     };
+    let prefill_len = if args.prefill {
+        let n = set.load_prefill().map_err(|e| UsageError {
+            flag: "--prefill",
+            reason: match e {
+                ChunkSetError::Prefill(why) => why,
+                other => other.to_string(),
+            },
+        })?;
+        Some(n.min(reference.prompt_len))
+    } else {
+        None
+    };
     let mut cmp = Comparator::new();
     let mut session = set.session();
     let mut chunk_ms: BTreeMap<usize, f64> = BTreeMap::new();
-    for (p, (&t, want)) in reference.ids.iter().zip(&reference.logits).enumerate() {
+    let mut prefill_report = None;
+    if let Some(m) = prefill_len.filter(|&m| m > 0) {
+        let out = session
+            .prefill(&reference.ids[..m], embedder, true)
+            .with_context(|| format!("prefill of {m} prompt tokens"))?;
+        let got = out
+            .logits
+            .context("the head prefill chunk returned no logits")?;
+        let want = &reference.logits[m - 1];
+        cmp.add_at(m - 1, &got, want, out.token_id as usize);
+        let ms: Vec<f64> = out
+            .chunk_times
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        prefill_report = Some(json!({
+            "tokens": m,
+            "position": m - 1,
+            "max_abs_logit_diff": cmp.metrics().max_abs_logit_diff,
+            "top1_agree": mil_runtime::parity::argmax(&got) == mil_runtime::parity::argmax(want),
+            "chunk_ms": ms,
+        }));
+    }
+    let start = prefill_len.unwrap_or(0);
+    for (p, (&t, want)) in reference
+        .ids
+        .iter()
+        .zip(&reference.logits)
+        .enumerate()
+        .skip(start)
+    {
         let out = session
             .step(t, embedder, true)
             .with_context(|| format!("decode step at position {p}"))?;
         let got = out.logits.context("the head chunk returned no logits")?;
-        cmp.add(&got, want, out.token_id as usize);
+        cmp.add_at(p, &got, want, out.token_id as usize);
         for (i, d) in out.chunk_times.iter().enumerate() {
             *chunk_ms.entry(i).or_default() += d.as_secs_f64() * 1e3;
         }
@@ -350,12 +406,26 @@ pub fn run(args: &ParityArgs) -> Result<()> {
             "mean_kl": m.mean_kl,
             "token_id_is_argmax": m.token_id_is_argmax,
             "worst_position": m.worst_position,
+            "prefill": prefill_report,
             "pass": verdict.is_ok(),
             "failure": verdict.as_ref().err(),
             "per_position": m.per_position,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        if let Some(r) = &prefill_report {
+            println!(
+                "prefill: {} prompt tokens in one batched call, position {}: max |Δlogit| {:.3e}, top-1 {}",
+                r["tokens"],
+                r["position"],
+                r["max_abs_logit_diff"].as_f64().unwrap_or(f64::NAN),
+                if r["top1_agree"] == true {
+                    "agrees"
+                } else {
+                    "differs"
+                },
+            );
+        }
         println!(
             "parity {} ({variant}, {backend}) vs {}: {} positions, top-1 {:.1}%, max |Δlogit| {:.3e}, mean |Δlogit| {:.3e}, mean KL {:.3e} → {} ({})",
             args.chunks.display(),

@@ -151,6 +151,109 @@ fn a_perturbed_weight_fails_parity() {
     assert!(text(&o).contains("FAIL"), "{}", text(&o));
 }
 
+/// Scale the `index`-th (fp32) weight blob of `pkg`'s weight.bin by 1.5 (records: 64-byte header,
+/// then 64-byte-aligned `sentinel, dtype, size, offset` records each followed by its data).
+fn perturb_blob(set: &Path, pkg: &str, index: usize) {
+    let wb = set.join(format!(
+        "{pkg}.mlpackage/Data/com.apple.CoreML/weights/weight.bin"
+    ));
+    let mut b = std::fs::read(&wb).unwrap();
+    let mut rec = 64;
+    for _ in 0..index {
+        let size = u64::from_le_bytes(b[rec + 8..rec + 16].try_into().unwrap()) as usize;
+        let data = u64::from_le_bytes(b[rec + 16..rec + 24].try_into().unwrap()) as usize;
+        rec = (data + size).next_multiple_of(64);
+    }
+    assert_eq!(
+        u32::from_le_bytes(b[rec + 4..rec + 8].try_into().unwrap()),
+        2,
+        "fp32 blob"
+    );
+    let size = u64::from_le_bytes(b[rec + 8..rec + 16].try_into().unwrap()) as usize;
+    let data = u64::from_le_bytes(b[rec + 16..rec + 24].try_into().unwrap()) as usize;
+    for c in b[data..data + size].chunks_exact_mut(4) {
+        let v = f32::from_le_bytes(c.try_into().unwrap()) * 1.5;
+        c.copy_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&wb, b).unwrap();
+}
+
+fn parity_json(m: &str, set: &Path, extra: &[&str]) -> Output {
+    let mut a = vec![
+        "parity",
+        "--model",
+        m,
+        "--chunks",
+        set.to_str().unwrap(),
+        "--golden",
+    ];
+    let g = golden(Path::new(m).file_name().unwrap().to_str().unwrap());
+    a.push(&g);
+    a.extend_from_slice(&["--tolerance", "fp32", "--json"]);
+    a.extend_from_slice(extra);
+    run(&a)
+}
+
+#[test]
+fn prefill_parity_checks_the_batched_prompt_and_the_written_back_caches() {
+    // tiny-e2b: 12-token prompt, sliding window 8, 16 decode steps.
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model("tiny-e2b");
+    let fp32 = ["--nbits", "0", "--precision", "fp32"];
+    // N = 16: the whole prompt (padded) in one call, crossing the window.
+    let whole = tmp.path().join("whole");
+    let o = build(
+        &m,
+        &whole,
+        &[&fp32[..], &["--functions", "decode,prefill:16"]].concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = parity_json(&m, &whole, &["--prefill"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = json(&o);
+    assert_eq!(r["prefill"]["tokens"], 12, "{r}");
+    assert_eq!(r["prefill"]["position"], 11, "{r}");
+    assert_eq!(r["positions"], 1 + 16, "{r}");
+    assert_eq!(r["top1_agreement"], 1.0);
+    assert!(r["max_abs_logit_diff"].as_f64().unwrap() <= 2e-3, "{r}");
+    assert_eq!(r["per_position"][0]["position"], 11);
+    assert_eq!(r["per_position"][1]["position"], 12);
+
+    // N = 8 < prompt: 8 tokens batched, the other 4 through decode after the write-back.
+    let part = tmp.path().join("part");
+    let o = build(
+        &m,
+        &part,
+        &[&fp32[..], &["--functions", "decode,prefill:8"]].concat(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = parity_json(&m, &part, &["--prefill"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = json(&o);
+    assert_eq!(r["prefill"]["tokens"], 8, "{r}");
+    assert_eq!(r["positions"], 1 + 4 + 16, "{r}");
+
+    // A perturbed prefill chunk: decode-only parity cannot see it, prefill parity fails.
+    // (blob 0 is the 0/−∞ sliding band, which scaling leaves unchanged; blob 1 is a norm weight)
+    perturb_blob(&whole, "prefill_chunk2", 1);
+    let o = parity_json(&m, &whole, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = parity_json(&m, &whole, &["--prefill"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(json(&o)["pass"], false);
+
+    // A set without prefill chunks: a usage error naming the flag.
+    let plain = tmp.path().join("plain");
+    assert!(build(&m, &plain, &fp32).status.success());
+    let o = parity_json(&m, &plain, &["--prefill"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--prefill") && text(&o).contains("no prefill chunks"),
+        "{}",
+        text(&o)
+    );
+}
+
 #[test]
 fn a_sliding_mask_off_by_one_fails_parity() {
     // lite keeps ctx-long sliding caches; the host builds the window mask from model_config.json.

@@ -4,16 +4,18 @@
 //!   per-position hidden states, logits and argmax of K serial `decode_q1` steps, and the returned
 //!   `new_K_*` / `new_V_*` rows equal what decode wrote into its caches (in memory, on every variant
 //!   and GQA fixture; and from packages on disk);
-//! * prefill on prompts longer than the sliding window: the last position's logits equal the HF
-//!   golden, and the KV written back lets `decode_q1` continue on the golden decode logits.
+//! * prefill on prompts longer than the sliding window, driven by the product's host
+//!   (`mil_runtime::chunkset::Session::prefill`): the last position's logits equal the HF golden,
+//!   and the KV written back lets `decode_q1` continue on the golden decode logits.
 
 mod common;
 
-use common::{Host, Kv, Model, argmax, fixture, max_diff, root, values};
+use common::{Exact, Host, Kv, Model, argmax, fixture, max_diff, root, values};
 use gemma4_export::build::{BuildOptions, Functions, NoProgress, build};
 use gemma4_export::emit::{DECODE_FN, VERIFY_FN, emit_decode, emit_verify};
 use gemma4_export::plan::ChunkPlan;
 use gemma4_export::{LayerKind, Quant, Variant, Weights};
+use mil_runtime::chunkset::ChunkSet;
 use mil_runtime::{Backend, CpuBackend};
 use std::path::Path;
 
@@ -73,7 +75,6 @@ fn in_memory<'m>(model: &'m Model, plan: ChunkPlan) -> Host<'m> {
         model,
         plan,
         chunks,
-        prefill: Vec::new(),
         hide_oldest: 0,
     }
 }
@@ -267,28 +268,31 @@ fn prefill_then_decode(model: &str, variant: Variant, n: usize) -> (f32, f32, us
     let golden =
         gemma4::golden::Golden::load(root().join(format!("fixtures/goldens/{model}.safetensors")))
             .unwrap();
-    let plan = m.plan(variant, 64, true);
-    let mut host = Host::open(&m, plan, &out);
-    assert_eq!(host.prefill.len(), 4, "prefill chunks");
+    let mut set = ChunkSet::open(&out, mil_runtime::BackendKind::Cpu).unwrap();
+    assert_eq!(set.config().prefill_chunks.len(), 4, "prefill chunks");
+    assert_eq!(set.load_prefill().unwrap(), n);
     let ids = &golden.input_ids;
     assert!(
         ids.len() > m.layout.sliding_window,
         "prompt must exceed the window"
     );
     let v = golden.vocab;
-    let pre = host.prefill(ids);
+    let exact = Exact(&m);
+    let mut session = set.session();
+    let pre = session.prefill(ids, &exact, true).unwrap();
+    let logits = pre.logits.unwrap();
     let want = &golden.logits[(ids.len() - 1) * v..ids.len() * v];
-    let prefill_diff = max_diff(&pre.logits, want);
-    assert_eq!(pre.token as usize, argmax(want), "prefill token");
-    assert_eq!(pre.token_logit, pre.logits[pre.token as usize]);
-    let mut kv = Kv::new();
-    host.write_back(&mut kv, &pre, ids.len());
+    let prefill_diff = max_diff(&logits, want);
+    assert_eq!(pre.token_id as usize, argmax(want), "prefill token");
+    assert_eq!(pre.token_logit, logits[pre.token_id as usize]);
+    assert_eq!(session.position(), ids.len());
     let (mut decode_diff, mut agree) = (0f32, 0);
     for (j, &t) in golden.decode_input_ids.iter().enumerate() {
-        let step = host.decode(&mut kv, ids.len() + j, t);
+        let step = session.step(t, &exact, true).unwrap();
+        let got = step.logits.unwrap();
         let want = &golden.decode_logits[j * v..(j + 1) * v];
-        decode_diff = decode_diff.max(max_diff(&step.logits, want));
-        agree += usize::from(argmax(&step.logits) == argmax(want));
+        decode_diff = decode_diff.max(max_diff(&got, want));
+        agree += usize::from(argmax(&got) == argmax(want));
     }
     (
         prefill_diff,

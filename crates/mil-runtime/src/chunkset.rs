@@ -17,6 +17,14 @@
 //! 4. the last chunk's `token_id` / `token_logit`, and on request the full pre-argmax `logits`
 //!    (read by name from the interpreter).
 //!
+//! Batched prefill ([`Session::prefill`], sets built with `--functions …,prefill:N`), as the Swift
+//! runtime does it: the first `min(len, N)` prompt tokens, padded to `N`, go through the
+//! `prefill_chunk*` packages in one call each (strictly causal `causal_mask`, `last_position_mask`
+//! one-hot at `len − 1`, RoPE rows `0..N`); their per-layer K/V outputs are then written into the
+//! decode caches by `model_config.json`'s slot maps: shift-register slots receive the last
+//! `min(len, L)` positions right-aligned, positional slots positions `0..len` (true head-dim columns
+//! only), and decoding continues at position `len`.
+//!
 //! Architecture invariant: nothing here knows Gemma's layer structure beyond the I/O names of the
 //! runtime contract and `model_config.json`; the chunks are run exactly as written on disk.
 
@@ -33,6 +41,8 @@ use std::time::{Duration, Instant};
 pub const LOGITS_TAP: &str = "logits";
 /// The decode function of every chunk.
 pub const DECODE_FUNCTION: &str = "decode_q1";
+/// The function of a `prefill_chunk*` package.
+pub const PREFILL_FUNCTION: &str = "main";
 
 /// Errors of the host loop.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +77,8 @@ pub enum ChunkSetError {
     BadToken { token: u32, vocab: usize },
     #[error("chunk {chunk}: output `{output}` missing or malformed")]
     Output { chunk: String, output: String },
+    #[error("prefill: {0}")]
+    Prefill(String),
 }
 
 type R<T> = Result<T, ChunkSetError>;
@@ -87,6 +99,47 @@ pub enum CachePolicy {
     Positional,
 }
 
+/// Attention kind of a KV cache slot.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SlotKind {
+    Sliding,
+    Full,
+}
+
+impl SlotKind {
+    fn parse(s: &str) -> Option<SlotKind> {
+        match s {
+            "sliding" => Some(SlotKind::Sliding),
+            "full" => Some(SlotKind::Full),
+            _ => None,
+        }
+    }
+
+    /// The infix of the cache buffers (`K_sliding_in`, `K_full_in`).
+    pub fn label(self) -> &'static str {
+        match self {
+            SlotKind::Sliding => "sliding",
+            SlotKind::Full => "full",
+        }
+    }
+}
+
+/// Layer `layer`'s K/V live in slot `slot` of a decode chunk's `K_<kind>_*` / `V_<kind>_*` buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvSlot {
+    pub layer: usize,
+    pub kind: SlotKind,
+    pub slot: usize,
+}
+
+/// A prefill chunk and the layer behind each of its K/V outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrefillChunkInfo {
+    pub name: String,
+    /// `(layer, K output name, V output name)`.
+    pub kv: Vec<(usize, String, String)>,
+}
+
 /// What the host needs from `model_config.json`.
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
@@ -101,6 +154,10 @@ pub struct ModelConfig {
     pub sliding_cache: CachePolicy,
     pub full_cache: CachePolicy,
     pub chunks: Vec<String>,
+    /// Per decode chunk, its KV slot map (empty when the set predates `kv_slots`).
+    pub chunk_kv_slots: Vec<Vec<KvSlot>>,
+    /// The prefill chunks, when the set was built with a prefill function.
+    pub prefill_chunks: Vec<PrefillChunkInfo>,
     pub variant: String,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
@@ -141,10 +198,11 @@ impl ModelConfig {
                 Some(o) => Err(bad(format!("field `{k}`: unknown cache policy `{o}`"))),
             }
         };
-        let chunks = raw
+        let chunk_list = raw
             .get("chunks")
             .and_then(serde_json::Value::as_array)
-            .ok_or_else(|| bad("field `chunks` missing (not a gemma-convert chunk set?)".into()))?
+            .ok_or_else(|| bad("field `chunks` missing (not a gemma-convert chunk set?)".into()))?;
+        let chunks = chunk_list
             .iter()
             .map(|c| {
                 c.get("name")
@@ -153,6 +211,68 @@ impl ModelConfig {
                     .ok_or_else(|| bad("`chunks[].name` missing".into()))
             })
             .collect::<R<Vec<_>>>()?;
+        let uint = |v: &serde_json::Value, k: &str, at: &str| -> R<usize> {
+            v.get(k)
+                .and_then(serde_json::Value::as_u64)
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(format!("`{at}.{k}` missing or not an unsigned integer")))
+        };
+        let kind = |v: &serde_json::Value, at: &str| -> R<SlotKind> {
+            v.get("kind")
+                .and_then(serde_json::Value::as_str)
+                .and_then(SlotKind::parse)
+                .ok_or_else(|| bad(format!("`{at}.kind` must be \"sliding\" or \"full\"")))
+        };
+        let mut chunk_kv_slots = Vec::new();
+        for c in chunk_list {
+            let mut slots = Vec::new();
+            for s in c
+                .get("kv_slots")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                slots.push(KvSlot {
+                    layer: uint(s, "layer", "chunks[].kv_slots[]")?,
+                    kind: kind(s, "chunks[].kv_slots[]")?,
+                    slot: uint(s, "slot", "chunks[].kv_slots[]")?,
+                });
+            }
+            chunk_kv_slots.push(slots);
+        }
+        let mut prefill_chunks = Vec::new();
+        for c in raw
+            .get("prefill_chunks")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = c
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| bad("`prefill_chunks[].name` missing".into()))?
+                .to_string();
+            let mut kv = Vec::new();
+            for e in c
+                .get("kv")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let text = |k: &str| -> R<String> {
+                    e.get(k)
+                        .and_then(serde_json::Value::as_str)
+                        .map(String::from)
+                        .ok_or_else(|| bad(format!("`prefill_chunks[].kv[].{k}` missing")))
+                };
+                kv.push((
+                    uint(e, "layer", "prefill_chunks[].kv[]")?,
+                    text("k")?,
+                    text("v")?,
+                ));
+            }
+            prefill_chunks.push(PrefillChunkInfo { name, kv });
+        }
         let eos = match raw
             .get("eos_token_ids")
             .and_then(serde_json::Value::as_array)
@@ -190,6 +310,8 @@ impl ModelConfig {
                 .map(|v| v as u32),
             eos_token_ids: eos,
             chunks,
+            chunk_kv_slots,
+            prefill_chunks,
             raw,
         })
     }
@@ -362,6 +484,9 @@ pub struct ChunkSet {
     dir: PathBuf,
     config: ModelConfig,
     chunks: Vec<LoadedChunk>,
+    /// Loaded on request by [`ChunkSet::load_prefill`].
+    prefill: Vec<LoadedChunk>,
+    kind: BackendKind,
     rope: BTreeMap<&'static str, RopeTable>,
     backend_name: String,
 }
@@ -403,6 +528,8 @@ impl ChunkSet {
             dir: dir.to_path_buf(),
             config,
             chunks,
+            prefill: Vec::new(),
+            kind,
             rope,
             backend_name,
         })
@@ -411,6 +538,61 @@ impl ChunkSet {
     /// The parsed `model_config.json`.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Load the set's `prefill_chunk*` packages (needed by [`Session::prefill`]); returns the
+    /// prefill length `N`. Sets built without a prefill function give [`ChunkSetError::Prefill`].
+    pub fn load_prefill(&mut self) -> R<usize> {
+        if self.config.prefill_chunks.is_empty() {
+            return Err(ChunkSetError::Prefill(format!(
+                "{} has no prefill chunks (build it with --functions decode,prefill:N)",
+                self.dir.display()
+            )));
+        }
+        if self.config.chunk_kv_slots.iter().all(Vec::is_empty) {
+            return Err(ChunkSetError::Prefill(format!(
+                "{}/model_config.json has no `chunks[].kv_slots` to write prefill K/V back with \
+                 (rebuild the set with this version)",
+                self.dir.display()
+            )));
+        }
+        if self.prefill.is_empty() {
+            for info in &self.config.prefill_chunks {
+                let pkg = self.dir.join(format!("{}.mlpackage", info.name));
+                let chunk_err = |source| ChunkSetError::Chunk {
+                    chunk: info.name.clone(),
+                    source: Box::new(source),
+                };
+                let backend =
+                    load_backend(self.kind, &pkg, &LoadOptions::default()).map_err(chunk_err)?;
+                let sig = backend.signature(PREFILL_FUNCTION).map_err(chunk_err)?;
+                self.prefill.push(LoadedChunk {
+                    name: info.name.clone(),
+                    backend,
+                    sig,
+                });
+            }
+        }
+        self.prefill_length()
+    }
+
+    /// `N` of the loaded prefill chunks (the `hidden_states` input's second dimension).
+    fn prefill_length(&self) -> R<usize> {
+        let first = self
+            .prefill
+            .first()
+            .ok_or_else(|| ChunkSetError::Prefill("prefill chunks not loaded".into()))?;
+        first
+            .sig
+            .inputs
+            .iter()
+            .find(|i| i.name == "hidden_states")
+            .and_then(|i| i.ty.as_ref()?.static_shape())
+            .and_then(|s| s.get(1).copied())
+            .ok_or_else(|| ChunkSetError::Unbound {
+                chunk: first.name.clone(),
+                input: "hidden_states (static [1, N, H])".into(),
+            })
     }
 
     /// The set's directory.
@@ -485,6 +667,11 @@ impl Session<'_> {
     }
 
     fn rope_row(&self, key: &'static str) -> R<Vec<f32>> {
+        self.rope_rows(key, self.pos, 1)
+    }
+
+    /// Rows `start..start + n` of the RoPE table `key`, concatenated.
+    fn rope_rows(&self, key: &'static str, start: usize, n: usize) -> R<Vec<f32>> {
         let t = self
             .set
             .rope
@@ -493,14 +680,272 @@ impl Session<'_> {
                 file: self.set.dir.join(format!("{key}.npy")),
                 msg: "RoPE table missing".into(),
             })?;
-        if self.pos >= t.rows {
+        if start + n > t.rows {
             return Err(ChunkSetError::ContextFull {
-                pos: self.pos,
+                pos: start + n - 1,
                 what: format!("RoPE table ({key})"),
                 limit: t.rows,
             });
         }
-        Ok(t.data[self.pos * t.dim..(self.pos + 1) * t.dim].to_vec())
+        Ok(t.data[start * t.dim..(start + n) * t.dim].to_vec())
+    }
+
+    /// Batched prefill of `tokens` (at most the prefill length `N`; call
+    /// [`ChunkSet::load_prefill`] first) at positions `0..len` of a fresh session: runs every
+    /// prefill chunk once on the tokens padded to `N` with the pad token, writes the K/V they
+    /// produce into the decode caches, and leaves the session at position `len`. Returns the last
+    /// real position's `token_id` / `token_logit` (and its logits on request).
+    pub fn prefill(
+        &mut self,
+        tokens: &[u32],
+        embedder: &dyn Embedder,
+        want_logits: bool,
+    ) -> R<StepOutput> {
+        let n = self.set.prefill_length()?;
+        let len = tokens.len();
+        if self.pos != 0 {
+            return Err(ChunkSetError::Prefill(format!(
+                "prefill runs at positions 0.. of a fresh session; this one is at position {}",
+                self.pos
+            )));
+        }
+        if len == 0 || len > n {
+            return Err(ChunkSetError::Prefill(format!(
+                "{len} tokens do not fit the prefill length {n} (1..={n})"
+            )));
+        }
+        let cfg = self.set.config.clone();
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(ChunkSetError::BadToken {
+                token,
+                vocab: cfg.vocab_size,
+            });
+        }
+        let pad = cfg
+            .raw
+            .get("pad_token_id")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0) as u32;
+        let mut padded = tokens.to_vec();
+        padded.resize(n, pad);
+        let (mut hidden, mut ple_raw) = (Vec::new(), Vec::new());
+        for &t in &padded {
+            hidden.extend(embedder.hidden(t)?);
+            ple_raw.extend(embedder.ple_raw(t)?);
+        }
+        let mut handoff = TensorMap::new();
+        let mut layer_kv: BTreeMap<usize, (Tensor, Tensor)> = BTreeMap::new();
+        let mut times = Vec::new();
+        let mut result = None;
+        let count = self.set.prefill.len();
+        for ci in 0..count {
+            let (name, sig) = {
+                let c = &self.set.prefill[ci];
+                (c.name.clone(), c.sig.clone())
+            };
+            let cerr = |source| ChunkSetError::Chunk {
+                chunk: name.clone(),
+                source: Box::new(source),
+            };
+            let unbound = |input: &str| ChunkSetError::Unbound {
+                chunk: name.clone(),
+                input: input.to_string(),
+            };
+            let mut inputs = TensorMap::new();
+            for spec in &sig.inputs {
+                let i = spec.name.as_str();
+                let ty = spec.ty.as_ref().ok_or_else(|| unbound(i))?;
+                let shape = ty.static_shape().ok_or_else(|| unbound(i))?;
+                let dt = ty.dtype;
+                let make = |v: &[f32]| tensor_of(dt, &shape, v).map_err(cerr);
+                let t = match i {
+                    "hidden_states" if ci == 0 => make(&hidden)?,
+                    "per_layer_raw" => make(&ple_raw)?,
+                    "causal_mask" => make(
+                        &(0..n * n)
+                            .map(|e| {
+                                if e % n <= e / n {
+                                    0.0
+                                } else {
+                                    f32::NEG_INFINITY
+                                }
+                            })
+                            .collect::<Vec<_>>(),
+                    )?,
+                    "last_position_mask" => make(
+                        &(0..n)
+                            .map(|j| f32::from(u8::from(j + 1 == len)))
+                            .collect::<Vec<_>>(),
+                    )?,
+                    "cos_s" | "sin_s" | "cos_f" | "sin_f" => {
+                        let key = match i {
+                            "cos_s" => "cos_s",
+                            "sin_s" => "sin_s",
+                            "cos_f" => "cos_f",
+                            _ => "sin_f",
+                        };
+                        make(&self.rope_rows(key, 0, n)?)?
+                    }
+                    _ => {
+                        let from = match i {
+                            "hidden_states" => "hidden_states_out",
+                            "per_layer_combined" => "per_layer_combined_out",
+                            other => other,
+                        };
+                        handoff.get(from).cloned().ok_or_else(|| unbound(i))?
+                    }
+                };
+                inputs.insert(i.to_string(), t);
+            }
+            let last = ci + 1 == count;
+            let taps: Vec<&str> = if last && want_logits {
+                vec![LOGITS_TAP]
+            } else {
+                vec![]
+            };
+            let t0 = Instant::now();
+            let (outs, tapped) = self.set.prefill[ci]
+                .backend
+                .predict_with_taps(PREFILL_FUNCTION, &inputs, &taps)
+                .map_err(cerr)?;
+            times.push(t0.elapsed());
+            let out_err = |o: &str| ChunkSetError::Output {
+                chunk: name.clone(),
+                output: o.to_string(),
+            };
+            for (layer, k, v) in &cfg.prefill_chunks[ci].kv {
+                let kt = outs.get(k).ok_or_else(|| out_err(k))?;
+                let vt = outs.get(v).ok_or_else(|| out_err(v))?;
+                layer_kv.insert(*layer, (kt.clone(), vt.clone()));
+            }
+            if last {
+                let tok = outs
+                    .get("token_id")
+                    .and_then(|t| t.to_i64().ok())
+                    .and_then(|v| v.first().copied())
+                    .ok_or_else(|| out_err("token_id"))?;
+                let logit = outs
+                    .get("token_logit")
+                    .and_then(|t| t.to_f32().ok().and_then(|v| v.first().copied()))
+                    .ok_or_else(|| out_err("token_logit"))?;
+                let logits = if want_logits {
+                    Some(
+                        tapped
+                            .get(LOGITS_TAP)
+                            .and_then(|t| t.to_f32().ok().map(|v| v.into_owned()))
+                            .ok_or_else(|| out_err(LOGITS_TAP))?,
+                    )
+                } else {
+                    None
+                };
+                result = Some(StepOutput {
+                    token_id: tok as u32,
+                    token_logit: logit,
+                    logits,
+                    chunk_times: Vec::new(),
+                });
+            }
+            handoff.extend(outs);
+        }
+        self.write_back(&layer_kv, len)?;
+        self.pos = len;
+        let mut out = result.ok_or_else(|| ChunkSetError::Output {
+            chunk: "(none)".into(),
+            output: "token_id".into(),
+        })?;
+        out.chunk_times = times;
+        Ok(out)
+    }
+
+    /// Write prefill K/V (`[1, kv_heads, N, head_dim]` per layer) of positions `0..len` into the
+    /// decode caches through each chunk's slot map.
+    fn write_back(&mut self, layer_kv: &BTreeMap<usize, (Tensor, Tensor)>, len: usize) -> R<()> {
+        let cfg = &self.set.config;
+        let bad = |msg: String| ChunkSetError::Prefill(msg);
+        for (ci, slots) in cfg.chunk_kv_slots.iter().enumerate() {
+            let chunk = &self.set.chunks[ci];
+            for s in slots {
+                let (kt, vt) = layer_kv.get(&s.layer).ok_or_else(|| {
+                    bad(format!(
+                        "no prefill chunk produces the K/V of layer {} ({} slot {} of {})",
+                        s.layer,
+                        s.kind.label(),
+                        s.slot,
+                        chunk.name
+                    ))
+                })?;
+                let policy = match s.kind {
+                    SlotKind::Sliding => cfg.sliding_cache,
+                    SlotKind::Full => cfg.full_cache,
+                };
+                for (which, src) in [("K", kt), ("V", vt)] {
+                    let name = format!("{which}_{}_in", s.kind.label());
+                    let unbound = || ChunkSetError::Unbound {
+                        chunk: chunk.name.clone(),
+                        input: name.clone(),
+                    };
+                    let ty = chunk
+                        .sig
+                        .inputs
+                        .iter()
+                        .find(|i| i.name == name)
+                        .and_then(|i| i.ty.clone())
+                        .ok_or_else(unbound)?;
+                    let shape = ty.static_shape().ok_or_else(unbound)?;
+                    let &[nslots, kvh, tlen, width] = shape.as_slice() else {
+                        return Err(bad(format!(
+                            "{}: `{name}` is {shape:?}, expected [slots, kv_heads, len, head_dim]",
+                            chunk.name
+                        )));
+                    };
+                    let ss = src.shape();
+                    if ss.len() != 4 || ss[1] != kvh || ss[3] > width || s.slot >= nslots {
+                        return Err(bad(format!(
+                            "layer {}: prefill {which} {ss:?} does not fit slot {} of `{name}` {shape:?} in {}",
+                            s.layer, s.slot, chunk.name
+                        )));
+                    }
+                    let (n, d) = (ss[2], ss[3]);
+                    let (first, dst0) = match policy {
+                        CachePolicy::ShiftRegister => {
+                            let m = len.min(tlen);
+                            (len - m, tlen - m)
+                        }
+                        CachePolicy::Positional if len <= tlen => (0, 0),
+                        CachePolicy::Positional => {
+                            return Err(ChunkSetError::ContextFull {
+                                pos: len - 1,
+                                what: format!("cache `{name}` of {}", chunk.name),
+                                limit: tlen,
+                            });
+                        }
+                    };
+                    let key = (ci, name.clone());
+                    let mut buf = match self.kv.get(&key) {
+                        Some(t) => t
+                            .to_f32()
+                            .map_err(|e| bad(format!("{name}: {e}")))?
+                            .into_owned(),
+                        None => vec![0.0; shape.iter().product()],
+                    };
+                    let sv = src.to_f32().map_err(|e| bad(format!("{name}: {e}")))?;
+                    for h in 0..kvh {
+                        for (r, p) in (first..len).enumerate() {
+                            let dst = ((s.slot * kvh + h) * tlen + dst0 + r) * width;
+                            let from = (h * n + p) * d;
+                            buf[dst..dst + d].copy_from_slice(&sv[from..from + d]);
+                        }
+                    }
+                    let t =
+                        tensor_of(ty.dtype, &shape, &buf).map_err(|e| ChunkSetError::Chunk {
+                            chunk: chunk.name.clone(),
+                            source: Box::new(e),
+                        })?;
+                    self.kv.insert(key, t);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Run one decode step on `token` at the current position, then advance.
@@ -662,5 +1107,74 @@ impl Session<'_> {
         })?;
         out.chunk_times = times;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: serde_json::Value) -> R<ModelConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = serde_json::json!({
+            "hidden_size": 8, "num_layers": 2, "per_layer_dim": 4, "vocab_size": 16,
+            "context_length": 32, "sliding_window": 4, "embed_scale": 1.0,
+            "per_layer_embed_scale": 1.0,
+            "chunks": [{"name": "chunk1", "layers": [0, 2], "kv_slots": [
+                {"layer": 0, "kind": "sliding", "slot": 0},
+                {"layer": 1, "kind": "full", "slot": 0}]}],
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        std::fs::write(dir.path().join("model_config.json"), v.to_string()).unwrap();
+        ModelConfig::read(dir.path())
+    }
+
+    #[test]
+    fn slot_maps_and_prefill_chunks_are_read() {
+        let c = config(
+            serde_json::json!({"prefill_chunks": [{"name": "prefill_chunk1", "kv": [
+            {"layer": 0, "kind": "sliding", "k": "K0", "v": "V0"},
+            {"layer": 1, "kind": "full", "k": "kv14_k", "v": "kv14_v"}]}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            c.chunk_kv_slots,
+            vec![vec![
+                KvSlot {
+                    layer: 0,
+                    kind: SlotKind::Sliding,
+                    slot: 0
+                },
+                KvSlot {
+                    layer: 1,
+                    kind: SlotKind::Full,
+                    slot: 0
+                }
+            ]]
+        );
+        assert_eq!(
+            c.prefill_chunks[0].kv[1],
+            (1, "kv14_k".into(), "kv14_v".into())
+        );
+    }
+
+    #[test]
+    fn malformed_slot_maps_are_config_errors_naming_the_field() {
+        let e = config(serde_json::json!({"chunks": [{"name": "chunk1",
+            "kv_slots": [{"layer": 0, "kind": "local", "slot": 0}]}]}))
+        .unwrap_err();
+        assert!(
+            matches!(&e, ChunkSetError::Config { msg, .. } if msg.contains("kv_slots[].kind")),
+            "{e}"
+        );
+        let e = config(serde_json::json!({"prefill_chunks": [{"name": "p",
+            "kv": [{"layer": 0, "k": "K0"}]}]}))
+        .unwrap_err();
+        assert!(
+            matches!(&e, ChunkSetError::Config { msg, .. } if msg.contains("kv[].v")),
+            "{e}"
+        );
     }
 }

@@ -157,8 +157,16 @@ impl Comparator {
         Comparator::default()
     }
 
-    /// Add one position: our logits, the reference logits, and the chunk's `token_id`.
+    /// Add the next position (numbered by call order): our logits, the reference logits, and the
+    /// chunk's `token_id`.
     pub fn add(&mut self, ours: &[f32], reference: &[f32], token_id: usize) {
+        let position = self.per.last().map_or(0, |p| p.position + 1);
+        self.add_at(position, ours, reference, token_id);
+    }
+
+    /// Add sequence position `position` (e.g. a prefill's last position, then the decode steps
+    /// after it).
+    pub fn add_at(&mut self, position: usize, ours: &[f32], reference: &[f32], token_id: usize) {
         let mut max_abs = 0f64;
         for (a, b) in ours.iter().zip(reference) {
             let d = (f64::from(*a) - f64::from(*b)).abs();
@@ -189,13 +197,13 @@ impl Comparator {
             self.id_mismatch += 1;
         }
         if max_abs > self.max_abs || self.n == 0 {
-            self.worst = self.n;
+            self.worst = position;
         }
         self.max_abs = self.max_abs.max(max_abs);
         self.sum_kl += kl;
         self.agree += usize::from(agree);
         self.per.push(PositionMetrics {
-            position: self.n,
+            position,
             max_abs,
             kl,
             top1_agree: agree,

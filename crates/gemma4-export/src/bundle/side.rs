@@ -243,9 +243,13 @@ pub fn model_config(
         "tokenizer_repo": "hf_model",
         "precision": if plan.fp32 { "fp32" } else { "fp16" },
         "variant": plan.variant.name(),
+        // `kv_slots`: which layer owns which slot of the chunk's `K_sliding_*` / `K_full_*` buffers
+        // (what the Swift runtime re-derives in `buildKVSlotMap`); hosts need it to write prefill
+        // K/V back into the decode caches.
         "chunks": plan.chunks.iter().map(|c| json!({
             "name": c.name,
             "layers": [c.layers.start, c.layers.end],
+            "kv_slots": c.kv_slots,
         })).collect::<Vec<_>>(),
         "sliding_cache_length": plan.sliding_cache.len(),
         "full_cache_length": plan.full_cache.len(),

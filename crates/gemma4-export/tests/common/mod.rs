@@ -1,17 +1,14 @@
-//! Test host for decode / verify / prefill chunk functions: what an on-device runtime does around the
-//! chunks (embedding lookup, masks, RoPE rows, KV buffers, hand-over between chunks, prefill
-//! write-back), written against the I/O contract only, so the tests exercise the emitted graphs the
-//! way a runtime would.
+//! Test host for decode / verify chunk functions: what an on-device runtime does around the chunks
+//! (embedding lookup, masks, RoPE rows, KV buffers, hand-over between chunks), written against the
+//! I/O contract only, so the tests exercise the emitted graphs the way a runtime would — including
+//! in-memory chunks that were never written. Prefill goes through `mil_runtime::chunkset` (the
+//! product's own host) with [`Exact`] embeddings.
 //!
 //! Masks (0 visible, −∞ hidden):
 //! * decode at `p`: shift register (len L) — the last `min(p+1, L)` slots; positional (len L) —
 //!   slots `≤ p` (and `> p − W` for a positional sliding cache);
 //! * verify at `p..p+K−1`, query `q`: shift register — slots `L−K−p ≤ j ≤ L−K+q` (after the in-graph
 //!   shift by K); positional — `j ≤ p+q` (and `> p+q−W` for sliding); `update_indicator[c][j] = [c = p+j]`;
-//! * prefill at `0..N−1`: strictly causal `[N, N]`, `last_position_mask` one-hot at `len − 1`.
-//!
-//! Prefill write-back: shift-register slots receive the last `min(len, L)` positions right-aligned,
-//! positional slots receive positions `0..len−1`; only the true head-dim columns are written.
 
 #![allow(dead_code)]
 
@@ -111,6 +108,18 @@ impl Model {
     }
 }
 
+/// The checkpoint's exact (f32) embeddings as a runtime [`Embedder`](mil_runtime::chunkset::Embedder).
+pub struct Exact<'m>(pub &'m Model);
+
+impl mil_runtime::chunkset::Embedder for Exact<'_> {
+    fn hidden(&self, t: u32) -> Result<Vec<f32>, mil_runtime::chunkset::ChunkSetError> {
+        Ok(self.0.hidden(&[t]))
+    }
+    fn ple_raw(&self, t: u32) -> Result<Vec<f32>, mil_runtime::chunkset::ChunkSetError> {
+        Ok(self.0.ple_raw(&[t]))
+    }
+}
+
 /// A float tensor of the declared dtype.
 pub fn tensor(fp32: bool, shape: &[usize], v: &[f32]) -> Tensor {
     if fp32 {
@@ -165,77 +174,36 @@ pub struct Verify {
     pub outputs: Vec<TensorMap>,
 }
 
-/// One prefill's results.
-pub struct Prefill {
-    pub logits: Vec<f32>,
-    pub token: u32,
-    pub token_logit: f32,
-    /// K/V `[1, kv, N, D]` per layer.
-    pub kv: BTreeMap<usize, (Tensor, Tensor)>,
-}
-
-/// A loaded prefill chunk: name, backend, and the layer of each K/V output name.
-pub type PrefillChunk = (String, Box<dyn Backend>, BTreeMap<String, usize>);
-
 /// A chunk set driven by the test host.
 pub struct Host<'m> {
     pub model: &'m Model,
     pub plan: ChunkPlan,
     pub chunks: Vec<(String, Box<dyn Backend>)>,
-    /// Prefill chunks with the layer of each K/V output name.
-    pub prefill: Vec<PrefillChunk>,
     /// Decode only: also hide the oldest `hide_oldest` slots of shift-register caches (emulates
     /// what `verify_qK`'s shift by K drops for query `K − 1 − hide_oldest`).
     pub hide_oldest: usize,
 }
 
-fn shape_of(b: &dyn Backend, function: &str, input: &str) -> Vec<usize> {
-    let sig = b.signature(function).unwrap();
-    sig.inputs
-        .iter()
-        .find(|i| i.name == input)
-        .and_then(|i| i.ty.as_ref().and_then(|t| t.static_shape()))
-        .unwrap_or_else(|| panic!("{function}: no input {input}"))
-}
-
 impl<'m> Host<'m> {
-    /// Load the decode chunks (and prefill chunks listed in `model_config.json`) of a set on disk.
+    /// Load the decode chunks of a set on disk.
     pub fn open(model: &'m Model, plan: ChunkPlan, dir: &Path) -> Host<'m> {
-        let load = |name: &str| -> Box<dyn Backend> {
-            mil_runtime::load_backend(
-                mil_runtime::BackendKind::Cpu,
-                &dir.join(format!("{name}.mlpackage")),
-                &mil_runtime::LoadOptions::default(),
-            )
-            .unwrap()
-        };
         let chunks = plan
             .chunks
             .iter()
-            .map(|c| (c.name.clone(), load(&c.name)))
-            .collect();
-        let mc: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("model_config.json")).unwrap())
+            .map(|c| {
+                let b = mil_runtime::load_backend(
+                    mil_runtime::BackendKind::Cpu,
+                    &dir.join(format!("{}.mlpackage", c.name)),
+                    &mil_runtime::LoadOptions::default(),
+                )
                 .unwrap();
-        let mut prefill = Vec::new();
-        if let Some(list) = mc["prefill_chunks"].as_array() {
-            for c in list {
-                let name = c["name"].as_str().unwrap().to_string();
-                let mut map = BTreeMap::new();
-                for kv in c["kv"].as_array().unwrap() {
-                    let layer = kv["layer"].as_u64().unwrap() as usize;
-                    map.insert(kv["k"].as_str().unwrap().to_string(), layer);
-                    map.insert(kv["v"].as_str().unwrap().to_string(), layer);
-                }
-                let b = load(&name);
-                prefill.push((name, b, map));
-            }
-        }
+                (c.name.clone(), b)
+            })
+            .collect();
         Host {
             model,
             plan,
             chunks,
-            prefill,
             hide_oldest: 0,
         }
     }
@@ -411,135 +379,6 @@ impl<'m> Host<'m> {
             logits,
             tokens: ids.iter().map(|&t| t as u32).collect(),
             outputs: outs,
-        }
-    }
-
-    /// Run the prefill chunks on `tokens` padded to the prefill length with token 0.
-    pub fn prefill(&mut self, tokens: &[u32]) -> Prefill {
-        let fp32 = self.fp32();
-        let n = shape_of(self.prefill[0].1.as_ref(), "main", "hidden_states")[1];
-        assert!(tokens.len() <= n);
-        let mut padded = tokens.to_vec();
-        padded.resize(n, 0);
-        let mut handoff = TensorMap::new();
-        let mut kv = BTreeMap::new();
-        let (mut logits, mut token, mut token_logit) = (Vec::new(), 0, 0.0);
-        let count = self.prefill.len();
-        for ci in 0..count {
-            let (name, backend, map) = &mut self.prefill[ci];
-            let sig = backend.signature("main").unwrap();
-            let mut inputs = TensorMap::new();
-            for spec in &sig.inputs {
-                let shape = spec.ty.as_ref().unwrap().static_shape().unwrap();
-                let i = spec.name.as_str();
-                let v: Option<Vec<f32>> = match i {
-                    "hidden_states" if ci == 0 => Some(self.model.hidden(&padded)),
-                    "per_layer_raw" => Some(self.model.ple_raw(&padded)),
-                    "causal_mask" => Some(
-                        (0..n * n)
-                            .map(|e| if e % n <= e / n { 0.0 } else { NEG })
-                            .collect(),
-                    ),
-                    "last_position_mask" => Some(
-                        (0..n)
-                            .map(|j| f32::from(u8::from(j + 1 == tokens.len())))
-                            .collect(),
-                    ),
-                    "cos_s" | "sin_s" | "cos_f" | "sin_f" => Some(self.model.rope_rows(i, 0, n)),
-                    _ => None,
-                };
-                let t = match v {
-                    Some(v) => tensor(fp32, &shape, &v),
-                    None => {
-                        let from = match i {
-                            "hidden_states" => "hidden_states_out",
-                            "per_layer_combined" => "per_layer_combined_out",
-                            o => o,
-                        };
-                        handoff
-                            .get(from)
-                            .cloned()
-                            .unwrap_or_else(|| panic!("{name}: unbound {i}"))
-                    }
-                };
-                inputs.insert(i.to_string(), t);
-            }
-            let last = ci + 1 == count;
-            let taps: Vec<&str> = if last { vec!["logits"] } else { vec![] };
-            let (outs, tapped) = backend
-                .predict_with_taps("main", &inputs, &taps)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            if last {
-                logits = values(&tapped["logits"]);
-                token = outs["token_id"].to_i64().unwrap()[0] as u32;
-                token_logit = values(&outs["token_logit"])[0];
-            }
-            let mut layer_kv: BTreeMap<usize, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
-            for (k, v) in &outs {
-                if let Some(&layer) = map.get(k) {
-                    let e = layer_kv.entry(layer).or_default();
-                    if k.starts_with('K') || k.ends_with("_k") {
-                        e.0 = Some(v.clone());
-                    } else {
-                        e.1 = Some(v.clone());
-                    }
-                }
-                handoff.insert(k.clone(), v.clone());
-            }
-            for (layer, (k, v)) in layer_kv {
-                kv.insert(layer, (k.unwrap(), v.unwrap()));
-            }
-        }
-        Prefill {
-            logits,
-            token,
-            token_logit,
-            kv,
-        }
-    }
-
-    /// Write prefill K/V of the first `len` positions into decode KV buffers.
-    pub fn write_back(&self, kv: &mut Kv, pre: &Prefill, len: usize) {
-        let fp32 = self.fp32();
-        let maxhd = self.model.layout.max_head_dim();
-        for (ci, chunk) in self.plan.chunks.iter().enumerate() {
-            for s in &chunk.kv_slots {
-                let (kt, vt) = &pre.kv[&s.layer];
-                let info = &self.model.layout.layers[s.layer];
-                let (label, policy, slots) = match s.kind {
-                    LayerKind::Sliding => ("sliding", self.plan.sliding_cache, chunk.sliding_slots),
-                    LayerKind::Full => ("full", self.plan.full_cache, chunk.full_slots),
-                };
-                let tlen = policy.len();
-                let (first, dst0) = match policy {
-                    CachePolicy::ShiftRegister { .. } => {
-                        let m = len.min(tlen);
-                        (len - m, tlen - m)
-                    }
-                    CachePolicy::Positional { .. } => (0, 0),
-                };
-                for (which, src) in [("K", kt), ("V", vt)] {
-                    let name = format!("{which}_{label}_in");
-                    let kvh = info.kv_heads;
-                    let shape = [slots, kvh, tlen, maxhd];
-                    let mut buf = kv
-                        .get(&(ci, name.clone()))
-                        .map(values)
-                        .unwrap_or_else(|| vec![0.0; shape.iter().product()]);
-                    let sv = values(src);
-                    let n = src.shape()[2];
-                    let d = info.head_dim;
-                    for h in 0..kvh {
-                        for (r, pos) in (first..len).enumerate() {
-                            for c in 0..d {
-                                let dst = ((s.slot * kvh + h) * tlen + dst0 + r) * maxhd + c;
-                                buf[dst] = sv[(h * n + pos) * d + c];
-                            }
-                        }
-                    }
-                    kv.insert((ci, name), tensor(fp32, &shape, &buf));
-                }
-            }
         }
     }
 }
