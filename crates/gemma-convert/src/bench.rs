@@ -1,13 +1,17 @@
 //! `gemma-convert bench`: greedy decoding through a chunk set (as the device runtime does it: int8
 //! side-file embeddings, the host loop of `mil_runtime::chunkset`), reporting decode tokens/s and
 //! milliseconds per chunk call. The first `--warmup` steps are excluded from the figures.
+//!
+//! With `--prefill` (sets built with a prefill function) it first times one batched prefill of a
+//! full `N`-token prompt (after one untimed prefill when `--warmup` > 0), reports prefill tokens/s and
+//! milliseconds per prefill chunk, then decodes on from position `N`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mil_runtime::chunkset::{ChunkSet, SideFileEmbedder};
+use mil_runtime::chunkset::{ChunkSet, ChunkSetError, SideFileEmbedder};
 use serde_json::json;
 
 use crate::exit::UsageError;
@@ -31,6 +35,9 @@ pub struct BenchArgs {
     /// First token (default: the config's BOS).
     #[arg(long)]
     pub start: Option<u32>,
+    /// Also time one batched prefill of a full-length prompt through the set's prefill chunks.
+    #[arg(long)]
+    pub prefill: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -64,7 +71,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let backend = set.backend_name().to_string();
     let ctx = set.config().context_length;
     let mut token = args.start.or(set.config().bos_token_id).unwrap_or(2);
-    let total = (args.warmup + args.tokens).min(ctx);
+    let prefill_n = if args.prefill {
+        set.load_prefill().map_err(|e| UsageError {
+            flag: "--prefill",
+            reason: match e {
+                ChunkSetError::Prefill(why) => why,
+                other => other.to_string(),
+            },
+        })?
+    } else {
+        0
+    };
+    let total = (args.warmup + args.tokens).min(ctx.saturating_sub(prefill_n));
     let timed = total.saturating_sub(args.warmup);
     if timed == 0 {
         return Err(UsageError {
@@ -76,8 +94,39 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         .into());
     }
+    let mut prefill_report = None;
+    let prompt: Vec<u32> = {
+        let vocab = set.config().vocab_size as u32;
+        std::iter::once(token)
+            .chain((3..).map(|t| t % vocab))
+            .take(prefill_n)
+            .collect()
+    };
+    if prefill_n > 0 && args.warmup > 0 {
+        set.session()
+            .prefill(&prompt, &emb, false)
+            .context("warm-up prefill")?;
+    }
+    let prefill_names: Vec<String> = set
+        .config()
+        .prefill_chunks
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     let mut per_chunk = vec![0f64; names.len()];
     let mut session = set.session();
+    if prefill_n > 0 {
+        let t = Instant::now();
+        let out = session.prefill(&prompt, &emb, false).context("prefill")?;
+        let secs = t.elapsed().as_secs_f64();
+        let ms: Vec<(String, f64)> = prefill_names
+            .into_iter()
+            .zip(&out.chunk_times)
+            .map(|(n, d)| (n, d.as_secs_f64() * 1e3))
+            .collect();
+        prefill_report = Some((secs, ms));
+        token = out.token_id;
+    }
     let mut generated = Vec::new();
     let mut t0 = Instant::now();
     for step in 0..total {
@@ -108,6 +157,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "ms_per_token": 1e3 / tps,
             "ms_per_chunk_call": names.iter().zip(&ms).map(|(n, m)| json!({"chunk": n, "ms": m})).collect::<Vec<_>>(),
             "generated": generated,
+            "prefill": prefill_report.as_ref().map(|(secs, ms)| json!({
+                "tokens": prefill_n,
+                "seconds": secs,
+                "tokens_per_second": prefill_n as f64 / secs,
+                "ms_per_chunk_call": ms.iter().map(|(n, m)| json!({"chunk": n, "ms": m})).collect::<Vec<_>>(),
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -118,6 +173,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
         for (n, m) in names.iter().zip(&ms) {
             println!("  {n:<16} {m:9.2} ms/call");
+        }
+        if let Some((secs, ms)) = &prefill_report {
+            println!(
+                "prefill: {prefill_n} tokens in one batched call, {secs:.2} s = {:.1} tokens/s",
+                prefill_n as f64 / secs
+            );
+            for (n, m) in ms {
+                println!("  {n:<16} {m:9.2} ms/call");
+            }
         }
     }
     Ok(())

@@ -233,6 +233,26 @@ fn prefill_parity_checks_the_batched_prompt_and_the_written_back_caches() {
     assert_eq!(r["prefill"]["tokens"], 8, "{r}");
     assert_eq!(r["positions"], 1 + 4 + 16, "{r}");
 
+    // bench times one full-length (N = 16) prefill, then decodes on from position 16.
+    let o = run(&[
+        "bench",
+        "--chunks",
+        whole.to_str().unwrap(),
+        "--tokens",
+        "4",
+        "--prefill",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r = json(&o);
+    assert_eq!(r["prefill"]["tokens"], 16, "{r}");
+    assert_eq!(
+        r["prefill"]["ms_per_chunk_call"].as_array().unwrap().len(),
+        4
+    );
+    assert!(r["prefill"]["tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["tokens"], 4);
+
     // A perturbed prefill chunk: decode-only parity cannot see it, prefill parity fails.
     // (blob 0 is the 0/−∞ sliding band, which scaling leaves unchanged; blob 1 is a norm weight)
     perturb_blob(&whole, "prefill_chunk2", 1);
@@ -252,6 +272,8 @@ fn prefill_parity_checks_the_batched_prompt_and_the_written_back_caches() {
         "{}",
         text(&o)
     );
+    let o = run(&["bench", "--chunks", plain.to_str().unwrap(), "--prefill"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
 #[test]
