@@ -647,6 +647,60 @@ fn tensor_of(dtype: DType, shape: &[usize], v: &[f32]) -> Result<Tensor, Runtime
     }
 }
 
+/// The RoPE table key of a step input (`cos_s`, `sin_s`, `cos_f`, `sin_f`).
+fn rope_key(input: &str) -> Option<&'static str> {
+    ["cos_s", "sin_s", "cos_f", "sin_f"]
+        .into_iter()
+        .find(|k| *k == input)
+}
+
+/// The earlier output an input is handed over from (`hidden_states` ← `hidden_states_out`, …).
+fn handoff_source(input: &str) -> &str {
+    match input {
+        "hidden_states" => "hidden_states_out",
+        "per_layer_combined" => "per_layer_combined_out",
+        other => other,
+    }
+}
+
+/// The head chunk's `token_id` / `token_logit` (and tapped logits on request).
+fn head_output(
+    chunk: &str,
+    outs: &TensorMap,
+    tapped: &TensorMap,
+    want_logits: bool,
+) -> R<StepOutput> {
+    let out_err = |o: &str| ChunkSetError::Output {
+        chunk: chunk.to_string(),
+        output: o.to_string(),
+    };
+    let tok = outs
+        .get("token_id")
+        .and_then(|t| t.to_i64().ok())
+        .and_then(|v| v.first().copied())
+        .ok_or_else(|| out_err("token_id"))?;
+    let logit = outs
+        .get("token_logit")
+        .and_then(|t| t.to_f32().ok().and_then(|v| v.first().copied()))
+        .ok_or_else(|| out_err("token_logit"))?;
+    let logits = if want_logits {
+        Some(
+            tapped
+                .get(LOGITS_TAP)
+                .and_then(|t| t.to_f32().ok().map(|v| v.into_owned()))
+                .ok_or_else(|| out_err(LOGITS_TAP))?,
+        )
+    } else {
+        None
+    };
+    Ok(StepOutput {
+        token_id: tok as u32,
+        token_logit: logit,
+        logits,
+        chunk_times: Vec::new(),
+    })
+}
+
 impl Session<'_> {
     /// The next position to be written.
     pub fn position(&self) -> usize {
@@ -777,23 +831,13 @@ impl Session<'_> {
                             .map(|j| f32::from(u8::from(j + 1 == len)))
                             .collect::<Vec<_>>(),
                     )?,
-                    "cos_s" | "sin_s" | "cos_f" | "sin_f" => {
-                        let key = match i {
-                            "cos_s" => "cos_s",
-                            "sin_s" => "sin_s",
-                            "cos_f" => "cos_f",
-                            _ => "sin_f",
-                        };
-                        make(&self.rope_rows(key, 0, n)?)?
+                    _ if rope_key(i).is_some() => {
+                        make(&self.rope_rows(rope_key(i).unwrap_or_default(), 0, n)?)?
                     }
-                    _ => {
-                        let from = match i {
-                            "hidden_states" => "hidden_states_out",
-                            "per_layer_combined" => "per_layer_combined_out",
-                            other => other,
-                        };
-                        handoff.get(from).cloned().ok_or_else(|| unbound(i))?
-                    }
+                    _ => handoff
+                        .get(handoff_source(i))
+                        .cloned()
+                        .ok_or_else(|| unbound(i))?,
                 };
                 inputs.insert(i.to_string(), t);
             }
@@ -819,31 +863,7 @@ impl Session<'_> {
                 layer_kv.insert(*layer, (kt.clone(), vt.clone()));
             }
             if last {
-                let tok = outs
-                    .get("token_id")
-                    .and_then(|t| t.to_i64().ok())
-                    .and_then(|v| v.first().copied())
-                    .ok_or_else(|| out_err("token_id"))?;
-                let logit = outs
-                    .get("token_logit")
-                    .and_then(|t| t.to_f32().ok().and_then(|v| v.first().copied()))
-                    .ok_or_else(|| out_err("token_logit"))?;
-                let logits = if want_logits {
-                    Some(
-                        tapped
-                            .get(LOGITS_TAP)
-                            .and_then(|t| t.to_f32().ok().map(|v| v.into_owned()))
-                            .ok_or_else(|| out_err(LOGITS_TAP))?,
-                    )
-                } else {
-                    None
-                };
-                result = Some(StepOutput {
-                    token_id: tok as u32,
-                    token_logit: logit,
-                    logits,
-                    chunk_times: Vec::new(),
-                });
+                result = Some(head_output(&name, &outs, &tapped, want_logits)?);
             }
             handoff.extend(outs);
         }
@@ -1016,33 +1036,19 @@ impl Session<'_> {
                         }
                         make(&v)?
                     }
-                    "cos_s" | "sin_s" | "cos_f" | "sin_f" => {
-                        let key = match n {
-                            "cos_s" => "cos_s",
-                            "sin_s" => "sin_s",
-                            "cos_f" => "cos_f",
-                            _ => "sin_f",
-                        };
-                        make(&self.rope_row(key)?)?
+                    _ if rope_key(n).is_some() => {
+                        make(&self.rope_row(rope_key(n).unwrap_or_default())?)?
                     }
                     _ if n.ends_with("_in") => match self.kv.get(&(ci, n.to_string())) {
                         Some(t) => t.clone(),
                         None => make(&vec![0.0; shape.iter().product()])?,
                     },
-                    _ => {
-                        let from = match n {
-                            "hidden_states" => "hidden_states_out",
-                            "per_layer_combined" => "per_layer_combined_out",
-                            other => other,
-                        };
-                        handoff
-                            .get(from)
-                            .cloned()
-                            .ok_or_else(|| ChunkSetError::Unbound {
-                                chunk: name.clone(),
-                                input: n.to_string(),
-                            })?
-                    }
+                    _ => handoff.get(handoff_source(n)).cloned().ok_or_else(|| {
+                        ChunkSetError::Unbound {
+                            chunk: name.clone(),
+                            input: n.to_string(),
+                        }
+                    })?,
                 };
                 inputs.insert(n.to_string(), t);
             }
@@ -1069,35 +1075,7 @@ impl Session<'_> {
                 }
             }
             if last {
-                let out_err = |o: &str| ChunkSetError::Output {
-                    chunk: name.clone(),
-                    output: o.to_string(),
-                };
-                let tok = handoff
-                    .get("token_id")
-                    .and_then(|t| t.to_i64().ok())
-                    .and_then(|v| v.first().copied())
-                    .ok_or_else(|| out_err("token_id"))?;
-                let logit = handoff
-                    .get("token_logit")
-                    .and_then(|t| t.to_f32().ok().and_then(|v| v.first().copied()))
-                    .ok_or_else(|| out_err("token_logit"))?;
-                let logits = if want_logits {
-                    Some(
-                        tapped
-                            .get(LOGITS_TAP)
-                            .and_then(|t| t.to_f32().ok().map(|v| v.into_owned()))
-                            .ok_or_else(|| out_err(LOGITS_TAP))?,
-                    )
-                } else {
-                    None
-                };
-                token_out = Some(StepOutput {
-                    token_id: tok as u32,
-                    token_logit: logit,
-                    logits,
-                    chunk_times: Vec::new(),
-                });
+                token_out = Some(head_output(&name, &handoff, &tapped, want_logits)?);
             }
         }
         self.pos += 1;
