@@ -122,20 +122,7 @@ fn a_perturbed_weight_fails_parity() {
         .success()
     );
     // Scale one weight blob of chunk2 (the first fp32 blob after the header) by 1.5.
-    let wb = out.join("chunk2.mlpackage/Data/com.apple.CoreML/weights/weight.bin");
-    let mut b = std::fs::read(&wb).unwrap();
-    let size = u64::from_le_bytes(b[72..80].try_into().unwrap()) as usize;
-    let data = u64::from_le_bytes(b[80..88].try_into().unwrap()) as usize;
-    assert_eq!(
-        u32::from_le_bytes(b[68..72].try_into().unwrap()),
-        2,
-        "first blob is fp32"
-    );
-    for c in b[data..data + size].chunks_exact_mut(4) {
-        let v = f32::from_le_bytes(c.try_into().unwrap()) * 1.5;
-        c.copy_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(&wb, b).unwrap();
+    perturb_blob(&out, "chunk2", 0);
     let o = run(&[
         "parity",
         "--model",
