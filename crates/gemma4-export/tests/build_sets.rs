@@ -1,16 +1,13 @@
 //! Whole builds: reproducibility, `--only` parts, the INT4 policy on the palettization fixture, and
 //! bad input leaving nothing behind.
 
+mod common;
+
+use common::fixture;
 use gemma4_export::build::{BuildOptions, Functions, NoProgress, SIDE_PART, assemble, build};
 use gemma4_export::bundle::manifest::{ChunkSetManifest, compare_sets};
 use gemma4_export::{Quant, Variant};
-use std::path::{Path, PathBuf};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/models")
-        .join(name)
-}
+use std::path::Path;
 
 fn opts(model: &str, out: &Path, nbits: u8, threads: Option<usize>) -> BuildOptions {
     BuildOptions {

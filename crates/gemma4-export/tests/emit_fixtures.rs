@@ -1,14 +1,10 @@
 //! Every fixture's swa4 chunks emit and validate (fp16 / fp32, dense / INT4).
 
+mod common;
+
+use common::fixture;
 use gemma4_export::emit::emit_decode;
 use gemma4_export::{ChunkPlan, ModelLayout, PlanOptions, Quant, Variant, Weights};
-use std::path::PathBuf;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/models")
-        .join(name)
-}
 
 #[test]
 fn all_fixtures_emit_valid_programs() {

@@ -1,64 +1,18 @@
 //! Export → package on disk → read back → CPU interpreter decode loop → compare with the HF golden at
 //! every prompt and decode position (the fp32 build must match like the reference forward does).
 
+mod common;
+
+use common::{Exact, Model, argmax, root};
 use gemma4_export::build::{BuildOptions, Functions, NoProgress, build};
 use gemma4_export::{Quant, Variant};
 use mil_runtime::BackendKind;
-use mil_runtime::chunkset::{ChunkSet, ChunkSetError, Embedder};
-use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Exact tables from the checkpoint (what HF computes: embedding·√H, PLE row·√P, in f32).
-struct Exact {
-    embed: Vec<f32>,
-    h: usize,
-    ple: Vec<f32>,
-    lp: usize,
-    se: f32,
-    sp: f32,
-}
-
-impl Exact {
-    fn new(dir: &Path) -> Exact {
-        let c = gemma4::Checkpoint::open(dir).unwrap();
-        let cfg = c.config();
-        let (es, embed) = c.load_f32("embed_tokens.weight").unwrap();
-        let (ps, ple) = c.load_f32("embed_tokens_per_layer.weight").unwrap();
-        Exact {
-            embed,
-            h: es[1],
-            ple,
-            lp: ps[1],
-            se: (cfg.hidden_size() as f32).sqrt(),
-            sp: (cfg.hidden_size_per_layer_input() as f32).sqrt(),
-        }
-    }
-}
-
-impl Embedder for Exact {
-    fn hidden(&self, t: u32) -> Result<Vec<f32>, ChunkSetError> {
-        let t = t as usize;
-        Ok(self.embed[t * self.h..(t + 1) * self.h]
-            .iter()
-            .map(|x| x * self.se)
-            .collect())
-    }
-    fn ple_raw(&self, t: u32) -> Result<Vec<f32>, ChunkSetError> {
-        let t = t as usize;
-        Ok(self.ple[t * self.lp..(t + 1) * self.lp]
-            .iter()
-            .map(|x| x * self.sp)
-            .collect())
-    }
-}
+use mil_runtime::chunkset::ChunkSet;
 
 fn run(model: &str, variant: Variant, fp32: bool, nbits: u8) -> (f32, f32, usize, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("set");
-    let dir = root().join("fixtures/models").join(model);
+    let dir = common::fixture(model);
     let opts = BuildOptions {
         model_dir: dir.clone(),
         model_source: model.into(),
@@ -85,7 +39,8 @@ fn run(model: &str, variant: Variant, fp32: bool, nbits: u8) -> (f32, f32, usize
             .join(format!("{model}.safetensors")),
     )
     .unwrap();
-    let emb = Exact::new(&dir);
+    let m = Model::open(model);
+    let emb = Exact(&m);
     let mut set = ChunkSet::open(&out, BackendKind::Cpu).unwrap();
     let mut s = set.session();
     let v = golden.vocab;
@@ -101,11 +56,6 @@ fn run(model: &str, variant: Variant, fp32: bool, nbits: u8) -> (f32, f32, usize
     for (p, &t) in ids.iter().enumerate() {
         let o = s.step(t, &emb, true).unwrap();
         let got = o.logits.unwrap();
-        let argmax = |x: &[f32]| {
-            x.iter()
-                .enumerate()
-                .fold(0, |b, (i, &y)| if y > x[b] { i } else { b })
-        };
         assert_eq!(
             o.token_id as usize,
             argmax(&got),

@@ -1,79 +1,10 @@
 //! The decode I/O of our swa4 plan equals, name by name and shape by shape, what the reference pipeline
 //! wrote for a 20-layer E2B-layout model (`fixtures/reference-io/`), and E2B's own contract.
 
+mod common;
+
+use common::{e2b_like, io_table, reference};
 use gemma4_export::{ChunkPlan, LayerInfo, LayerKind, ModelLayout, PlanOptions, Variant};
-use std::path::PathBuf;
-
-/// E2B-style layout: `(4 sliding, 1 full) × (L/5)`, the last `shared` layers read KV.
-#[allow(clippy::too_many_arguments)]
-fn e2b_like(
-    l: usize,
-    shared: usize,
-    h: usize,
-    nh: usize,
-    hd: (usize, usize),
-    w: usize,
-    p: usize,
-    inter: usize,
-) -> ModelLayout {
-    let f = l - shared;
-    let kind = |i: usize| {
-        if (i + 1).is_multiple_of(5) {
-            LayerKind::Full
-        } else {
-            LayerKind::Sliding
-        }
-    };
-    let producer = |k: LayerKind| (0..f).rev().find(|&i| kind(i) == k).unwrap();
-    ModelLayout {
-        hidden: h,
-        num_heads: nh,
-        vocab: 512,
-        ple_dim: p,
-        sliding_window: w,
-        rms_norm_eps: 1e-6,
-        final_logit_softcapping: Some(30.0),
-        tie_word_embeddings: true,
-        layers: (0..l)
-            .map(|i| LayerInfo {
-                kind: kind(i),
-                head_dim: if kind(i) == LayerKind::Full {
-                    hd.1
-                } else {
-                    hd.0
-                },
-                kv_heads: 1,
-                intermediate: if i >= f { 2 * inter } else { inter },
-                kv_source: (i >= f).then(|| producer(kind(i))),
-            })
-            .collect(),
-    }
-}
-
-fn reference(chunk: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/reference-io")
-        .join(format!("{chunk}.json"));
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn io_table(v: &serde_json::Value) -> Vec<(String, Vec<usize>, String)> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e[0].as_str().unwrap().to_string(),
-                e[1].as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d.as_u64().unwrap() as usize)
-                    .collect(),
-                e[2].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn swa4_matches_reference_pipeline_io() {

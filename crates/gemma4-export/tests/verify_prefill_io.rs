@@ -10,39 +10,12 @@
 
 mod common;
 
-use common::{e2b_like, fixture};
+use common::{Table, e2b_like, fixture, io_table, reference};
 use gemma4_export::build::{BuildOptions, Functions, NoProgress, SIDE_PART, assemble, build};
 use gemma4_export::bundle::manifest::compare_sets;
 use gemma4_export::emit::{VERIFY_FN, emit_verify};
 use gemma4_export::{ChunkPlan, IoTensor, ModelLayout, PlanOptions, Quant, Variant, Weights};
-use std::path::{Path, PathBuf};
-
-type Table = Vec<(String, Vec<usize>, String)>;
-
-fn reference(chunk: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/reference-io")
-        .join(format!("{chunk}.json"));
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
-
-fn io_table(v: &serde_json::Value) -> Table {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e[0].as_str().unwrap().to_string(),
-                e[1].as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d.as_u64().unwrap() as usize)
-                    .collect(),
-                e[2].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
+use std::path::Path;
 
 fn ours(v: &[IoTensor]) -> Table {
     v.iter()

@@ -28,6 +28,36 @@ pub fn fixture(name: &str) -> PathBuf {
     root().join("fixtures/models").join(name)
 }
 
+/// An I/O table: `(name, shape, dtype)` per tensor.
+pub type Table = Vec<(String, Vec<usize>, String)>;
+
+/// The reference pipeline's I/O of `chunk` (`fixtures/reference-io/<chunk>.json`).
+pub fn reference(chunk: &str) -> serde_json::Value {
+    let p = root()
+        .join("fixtures/reference-io")
+        .join(format!("{chunk}.json"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// A reference-io `inputs` / `outputs` list as a [`Table`].
+pub fn io_table(v: &serde_json::Value) -> Table {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e[0].as_str().unwrap().to_string(),
+                e[1].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap() as usize)
+                    .collect(),
+                e[2].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Exact tables and RoPE rows from the checkpoint (what HF computes, in f32).
 pub struct Model {
     pub ckpt: gemma4::Checkpoint,
