@@ -1,0 +1,79 @@
+//! Variants: how the decoder is cut into chunks and how each attention kind keeps its KV (the
+//! exporter's plan turns a variant into chunk boundaries and cache policies).
+
+use serde::{Deserialize, Serialize};
+
+/// How the decoder is cut and how full-attention KV is kept. Written into `manifest.json` as
+/// `{"name": "wfa", "fw": 2048}`; `model_config.json` records [`Variant::name`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Variant {
+    /// 4 chunks, sliding layers keep a W-long shift register, full layers a ctx-long cache written by a
+    /// one-hot `update_mask`.
+    Swa4,
+    /// 3 chunks: chunk1, chunk2+3 merged (`chunk2_3way`), chunk4 (`chunk3_3way`).
+    Merged,
+    /// 2 chunks: all KV-owning layers, all shared layers + head.
+    Merged2,
+    /// 1 chunk: everything.
+    Merged1,
+    /// Like swa4 but full layers keep a shift register of `fw` positions (windowed full attention).
+    Wfa { fw: usize },
+    /// Like swa4 but full attention is computed in blocks of `block` keys with an online softmax.
+    Flash { block: usize },
+    /// 2 chunks, every KV-owning layer keeps a ctx-long cache written by `update_mask`.
+    Lite,
+}
+
+/// Every variant name, in the order the CLI lists them.
+pub const VARIANT_NAMES: [&str; 7] = [
+    "swa4", "merged", "merged2", "merged1", "wfa", "flash", "lite",
+];
+
+/// Full-attention window of `wfa` when none is given.
+pub const DEFAULT_FW: usize = 2048;
+/// Key block of `flash` when none is given.
+pub const DEFAULT_FLASH_BLOCK: usize = 1024;
+
+/// A variant name that is not one of [`VARIANT_NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown variant `{0}` (expected one of swa4, merged, merged2, merged1, wfa, flash, lite)")]
+pub struct UnknownVariant(pub String);
+
+impl Variant {
+    /// The variant called `name`; `fw` / `flash_block` parameterise `wfa` / `flash` (defaults
+    /// [`DEFAULT_FW`], [`DEFAULT_FLASH_BLOCK`]).
+    pub fn parse(
+        name: &str,
+        fw: Option<usize>,
+        flash_block: Option<usize>,
+    ) -> Result<Variant, UnknownVariant> {
+        Ok(match name {
+            "swa4" => Variant::Swa4,
+            "merged" => Variant::Merged,
+            "merged2" => Variant::Merged2,
+            "merged1" => Variant::Merged1,
+            "wfa" => Variant::Wfa {
+                fw: fw.unwrap_or(DEFAULT_FW),
+            },
+            "flash" => Variant::Flash {
+                block: flash_block.unwrap_or(DEFAULT_FLASH_BLOCK),
+            },
+            "lite" => Variant::Lite,
+            other => return Err(UnknownVariant(other.to_string())),
+        })
+    }
+
+    /// The name (`swa4`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Variant::Swa4 => "swa4",
+            Variant::Merged => "merged",
+            Variant::Merged2 => "merged2",
+            Variant::Merged1 => "merged1",
+            Variant::Wfa { .. } => "wfa",
+            Variant::Flash { .. } => "flash",
+            Variant::Lite => "lite",
+        }
+    }
+}
