@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use chunkset::{BuildSpec, Compression, Functions, LutConfig, NBits, Precision, Variant};
 use clap::{Args, ValueEnum};
-use gemma4_export::build::{BuildOptions, Functions, Progress, build};
-use gemma4_export::{Quant, Variant};
+use gemma4_export::build::{BuildOptions, Progress, build};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -17,7 +17,7 @@ use crate::model_source;
 
 /// Compute precision of the emitted graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Precision {
+pub enum PrecisionArg {
     /// fp16 weights, activations and I/O (the Neural Engine's precision).
     Fp16,
     /// fp32 everywhere (not for the Neural Engine; for exact parity checks).
@@ -33,7 +33,7 @@ pub struct BuildArgs {
     /// Chunking variant: swa4, merged, merged2, merged1, wfa, flash, lite.
     #[arg(long, default_value = "swa4")]
     pub variant: String,
-    /// Bits per palettized weight index (0 = keep fp16/fp32; 1, 2, 3, 4, 6, 8).
+    /// Bits per palettized weight index (0 = keep fp16/fp32; 1, 2, 3, 4, 6, 8). Checked here, once.
     #[arg(long, default_value_t = 4)]
     pub nbits: u8,
     /// Context length (full-attention cache length).
@@ -47,7 +47,7 @@ pub struct BuildArgs {
     pub group_size: usize,
     /// Compute precision.
     #[arg(long, value_enum)]
-    pub precision: Option<Precision>,
+    pub precision: Option<PrecisionArg>,
     /// Window of full-attention layers for `--variant wfa`.
     #[arg(long)]
     pub fw: Option<usize>,
@@ -125,16 +125,29 @@ impl Progress for Bars {
 }
 
 impl BuildArgs {
-    /// Turn the flags into build options (bad values are usage errors, exit 2).
-    pub fn options(&self) -> Result<BuildOptions> {
-        let model = self.model.clone().ok_or_else(|| UsageError {
-            flag: "--model",
-            reason: "required (a checkpoint directory or an HF repo id)".into(),
+    /// The weight compression of `--nbits` / `--group-size` (bad values are usage errors, exit 2).
+    fn compression(&self) -> Result<Compression, UsageError> {
+        if self.group_size == 0 {
+            return Err(UsageError {
+                flag: "--group-size",
+                reason: "must be positive".into(),
+            });
+        }
+        if self.nbits == 0 {
+            return Ok(Compression::Dense);
+        }
+        let nbits = NBits::try_from(self.nbits).map_err(|_| UsageError {
+            flag: "--nbits",
+            reason: format!("{} is not one of 0, 1, 2, 3, 4, 6, 8", self.nbits),
         })?;
-        let out = self.out.clone().ok_or_else(|| UsageError {
-            flag: "--out",
-            reason: "required (the output directory of the chunk set)".into(),
-        })?;
+        Ok(Compression::Palettize(LutConfig {
+            nbits,
+            group_size: self.group_size,
+        }))
+    }
+
+    /// The build options as data (what the manifest records and `rebuild` re-runs).
+    fn spec(&self, model: String) -> Result<BuildSpec> {
         let variant =
             Variant::parse(&self.variant, self.fw, self.flash_block).map_err(|e| UsageError {
                 flag: "--variant",
@@ -154,20 +167,7 @@ impl BuildArgs {
             }
             .into());
         }
-        if !matches!(self.nbits, 0 | 1 | 2 | 3 | 4 | 6 | 8) {
-            return Err(UsageError {
-                flag: "--nbits",
-                reason: format!("{} is not one of 0, 1, 2, 3, 4, 6, 8", self.nbits),
-            }
-            .into());
-        }
-        if self.group_size == 0 {
-            return Err(UsageError {
-                flag: "--group-size",
-                reason: "must be positive".into(),
-            }
-            .into());
-        }
+        let compression = self.compression()?;
         if self.ctx == 0 || self.ctx > 1 << 20 {
             return Err(UsageError {
                 flag: "--ctx",
@@ -175,6 +175,35 @@ impl BuildArgs {
             }
             .into());
         }
+        let functions: Functions = self.functions.parse().map_err(|e| UsageError {
+            flag: "--functions",
+            reason: format!("{e}"),
+        })?;
+        Ok(BuildSpec {
+            model,
+            variant,
+            ctx: self.ctx,
+            precision: match self.precision {
+                Some(PrecisionArg::Fp32) => Precision::Fp32,
+                Some(PrecisionArg::Fp16) | None => Precision::Fp16,
+            },
+            compression,
+            functions,
+            model_name: self.model_name.clone(),
+        })
+    }
+
+    /// Turn the flags into build options (bad values are usage errors, exit 2).
+    pub fn options(&self) -> Result<BuildOptions> {
+        let model = self.model.clone().ok_or_else(|| UsageError {
+            flag: "--model",
+            reason: "required (a checkpoint directory or an HF repo id)".into(),
+        })?;
+        let out = self.out.clone().ok_or_else(|| UsageError {
+            flag: "--out",
+            reason: "required (the output directory of the chunk set)".into(),
+        })?;
+        let spec = self.spec(model)?;
         if self.threads == Some(0) {
             return Err(UsageError {
                 flag: "--threads",
@@ -182,57 +211,92 @@ impl BuildArgs {
             }
             .into());
         }
-        let functions = Functions::parse(&self.functions).map_err(|e| UsageError {
-            flag: "--functions",
-            reason: e.to_string(),
-        })?;
-        let model_dir = model_source::resolve(&model)?;
-        Ok(BuildOptions {
-            model_dir,
-            model_source: model,
-            variant,
-            ctx: self.ctx,
-            fp32: self.precision == Some(Precision::Fp32),
-            quant: Quant {
-                nbits: self.nbits,
-                group_size: self.group_size,
-            },
-            functions,
-            only: self.only.clone(),
-            threads: self.threads,
-            zip: self.zip,
-            force: self.force,
-            out,
-            model_name: self.model_name.clone(),
-            dump_after: self.dump_after.clone(),
-        })
+        let mut opts = options_of(spec, out)?;
+        opts.only = self.only.clone();
+        opts.threads = self.threads;
+        opts.zip = self.zip;
+        opts.force = self.force;
+        opts.dump_after = self.dump_after.clone();
+        Ok(opts)
     }
+}
+
+/// Build options of `spec` into `out` (the model resolved to a local directory, the command
+/// rendered), to be completed with the run-only options.
+pub fn options_of(spec: BuildSpec, out: PathBuf) -> Result<BuildOptions> {
+    let model_dir = model_source::resolve(&spec.model)?;
+    let mut opts = BuildOptions::new(model_dir, out);
+    opts.command = canonical_command(&spec);
+    opts.spec = spec;
+    Ok(opts)
+}
+
+/// The command line that rebuilds a set with `spec`: every option that changes the set's bytes, in a
+/// fixed order (`--out`, `--force`, `--threads`, `--only`, `--zip`, `--quiet`, `--json` and
+/// `--dump-after` are left out). Dense builds record `--nbits 0` with the default group size.
+pub fn canonical_command(spec: &BuildSpec) -> Vec<String> {
+    let (nbits, group_size) = spec.compression.to_record();
+    let mut c: Vec<String> = [
+        "gemma-convert",
+        "--model",
+        &spec.model,
+        "--variant",
+        spec.variant.name(),
+        "--nbits",
+        &nbits.to_string(),
+        "--group-size",
+        &group_size.to_string(),
+        "--ctx",
+        &spec.ctx.to_string(),
+        "--precision",
+        spec.precision.name(),
+        "--functions",
+        &spec.functions.to_string(),
+    ]
+    .map(String::from)
+    .into();
+    match spec.variant {
+        Variant::Wfa { fw } => c.extend(["--fw".into(), fw.to_string()]),
+        Variant::Flash { block } => c.extend(["--flash-block".into(), block.to_string()]),
+        _ => {}
+    }
+    if let Some(n) = &spec.model_name {
+        c.extend(["--model-name".into(), n.clone()]);
+    }
+    c
 }
 
 /// Run the build.
 pub fn run(args: &BuildArgs) -> Result<()> {
     let opts = args.options()?;
+    execute(&opts, args.quiet || args.json, args.json)
+}
+
+/// Build `opts`: progress on stderr unless `quiet`, one JSON summary on stdout with `json`, else a
+/// table of the packages.
+pub fn execute(opts: &BuildOptions, quiet: bool, json_out: bool) -> Result<()> {
     let bars = Bars {
-        quiet: args.quiet || args.json,
+        quiet,
         current: Mutex::new(None),
     };
+    let spec = &opts.spec;
     if !bars.quiet {
         eprintln!(
-            "gemma-convert {}: {} → {} ({}, nbits {}, ctx {}, {})",
+            "gemma-convert {}: {} → {} ({}, {}, ctx {}, {})",
             env!("CARGO_PKG_VERSION"),
-            opts.model_source,
+            spec.model,
             opts.out.display(),
-            opts.variant.name(),
-            opts.quant.nbits,
-            opts.ctx,
-            if opts.fp32 { "fp32" } else { "fp16" }
+            spec.variant.name(),
+            spec.quantization(),
+            spec.ctx,
+            spec.precision.name()
         );
     }
-    let report = build(&opts, &bars).with_context(|| format!("building {}", opts.out.display()))?;
-    if args.json {
+    let report = build(opts, &bars).with_context(|| format!("building {}", opts.out.display()))?;
+    if json_out {
         let v = json!({
             "out": report.out,
-            "variant": opts.variant.name(),
+            "variant": spec.variant.name(),
             "phases": report.phases.iter().map(|(n, s)| json!({"name": n, "seconds": s})).collect::<Vec<_>>(),
             "seconds": report.phases.iter().map(|(_, s)| s).sum::<f64>(),
             "packages": report.packages,
@@ -243,7 +307,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             "zip": report.zip,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
-    } else if !args.quiet {
+    } else if !bars.quiet {
         for p in &report.packages {
             eprintln!(
                 "  {:<16} layers {:>3}..{:<3} {:>6} ops  weight.bin {}",
@@ -259,7 +323,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             "wrote {} files, {} total{}{}",
             report.files,
             human_bytes(report.total_bytes),
-            if opts.quant.nbits > 0 {
+            if spec.compression.lut().is_some() {
                 format!(", {kept} weights left uncompressed (see manifest.json)")
             } else {
                 String::new()

@@ -28,18 +28,8 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
             return 2;
         }
         if let Some(x) = cause.downcast_ref::<gemma4_export::ExportError>() {
-            use gemma4_export::ExportError as E;
-            match x {
-                E::Plan(_) | E::Shape { .. } | E::BadOption(_) => return 2,
-                E::Checkpoint(g) => {
-                    return if matches!(g, gemma4::Error::Candle { .. }) {
-                        1
-                    } else {
-                        2
-                    };
-                }
-                _ => {}
-            }
+            // The exporter says whether the input or an internal step is at fault.
+            return if x.is_bad_input() { 2 } else { 1 };
         }
         if let Some(x) = cause.downcast_ref::<mil_runtime::chunkset::ChunkSetError>() {
             use mil_runtime::chunkset::ChunkSetError as E;

@@ -188,7 +188,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     for pkg in &packages {
         all.push(inspect_package(pkg, args.mil)?);
     }
-    let manifest = gemma4_export::bundle::manifest::ChunkSetManifest::read(p).ok();
+    let manifest = chunkset::ChunkSetManifest::read(p).ok();
     if args.json {
         let v = json!({
             "packages": all,

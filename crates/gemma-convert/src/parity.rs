@@ -116,20 +116,16 @@ fn graph_weights_checkpoint(
     ckpt: &Checkpoint,
     set: &Path,
 ) -> Result<(tempfile::TempDir, Checkpoint)> {
-    let m =
-        gemma4_export::bundle::manifest::ChunkSetManifest::read(set).map_err(|e| UsageError {
-            flag: "--reference-weights",
-            reason: format!("graph weights need the set's manifest.json: {e}"),
-        })?;
-    let b = &m.build;
-    let nbits = b["nbits"].as_u64().unwrap_or(0) as u8;
-    let group_size = b["group_size"].as_u64().unwrap_or(32) as usize;
-    let fp32 = b["precision"].as_str() == Some("fp32");
+    let m = chunkset::ChunkSetManifest::read(set).map_err(|e| UsageError {
+        flag: "--reference-weights",
+        reason: format!("graph weights need the set's manifest.json: {e}"),
+    })?;
+    let spec = &m.build.spec;
     let tmp = tempfile::tempdir().context("temporary directory")?;
     gemma4_export::dequant::write_graph_weights_checkpoint(
         ckpt,
-        &gemma4_export::Quant { nbits, group_size },
-        fp32,
+        spec.compression,
+        spec.precision.is_fp32(),
         tmp.path(),
     )?;
     let c = Checkpoint::open(tmp.path()).context("opening the graph-weights checkpoint")?;

@@ -1,17 +1,17 @@
 //! Chunk-set maintenance for CI regeneration:
 //! * `compare A B`: file-by-file sha256 comparison (exit 1 when they differ);
 //! * `assemble --out SET PART…`: join `--only` parts into the set a full build writes;
-//! * `rebuild SET --out NEW`: re-run the canonical command recorded in `SET/manifest.json` and check
-//!   the result is byte-identical.
+//! * `rebuild SET --out NEW`: re-run the build options recorded in `SET/manifest.json` (as data; the
+//!   recorded command line is only shown) and check the result is byte-identical.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser};
-use gemma4_export::bundle::manifest::{ChunkSetManifest, compare_sets};
+use chunkset::{ChunkSetManifest, compare_sets};
+use clap::Args;
 use serde_json::json;
 
-use crate::build_cmd::{self, BuildArgs};
+use crate::build_cmd;
 use crate::exit::{CheckFailed, UsageError};
 
 /// Arguments of `gemma-convert compare`.
@@ -125,38 +125,29 @@ pub fn assemble(args: &AssembleArgs) -> Result<()> {
     Ok(())
 }
 
-/// Only the build flags, for re-parsing a recorded command.
-#[derive(Debug, Parser)]
-#[command(name = "gemma-convert")]
-struct RecordedCommand {
-    #[command(flatten)]
-    build: BuildArgs,
-}
-
 /// `rebuild`.
 pub fn rebuild(args: &RebuildArgs) -> Result<()> {
     let m = ChunkSetManifest::read(&args.set).map_err(|e| UsageError {
         flag: "SET",
         reason: e.to_string(),
     })?;
-    let parsed = RecordedCommand::try_parse_from(&m.command).map_err(|e| UsageError {
-        flag: "SET",
-        reason: format!(
-            "manifest command `{}` does not parse: {e}",
-            m.command.join(" ")
-        ),
-    })?;
-    let mut b = parsed.build;
+    let mut spec = m.build.spec;
     if let Some(model) = &args.model {
-        b.model = Some(model.clone());
+        spec.model = model.clone();
     }
-    b.out = Some(args.out.clone());
-    b.threads = args.threads;
-    b.force = args.force;
-    b.quiet = args.json;
+    if args.threads == Some(0) {
+        return Err(UsageError {
+            flag: "--threads",
+            reason: "must be at least 1".into(),
+        }
+        .into());
+    }
+    let mut opts = build_cmd::options_of(spec, args.out.clone())?;
+    opts.threads = args.threads;
+    opts.force = args.force;
     if !args.json {
-        eprintln!("rebuilding: {}", m.command.join(" "));
+        eprintln!("rebuilding: {}", opts.command.join(" "));
     }
-    build_cmd::run(&b)?;
+    build_cmd::execute(&opts, args.json, false)?;
     report(&args.set, &args.out, args.json)
 }

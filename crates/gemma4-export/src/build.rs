@@ -3,7 +3,7 @@
 //!
 //! * **inventory**: open the checkpoint (config, tensor headers, prefix), hash its files.
 //! * **plan**: derive the [`ChunkPlan`] of the variant.
-//! * **emit** (per chunk): prepare the chunk's weights (palettize them in parallel when `nbits > 0`),
+//! * **emit** (per chunk): prepare the chunk's weights (palettize them in parallel when compressing),
 //!   then emit its MIL functions with one code path for every layer: `decode_q1` (default) and, with
 //!   `--functions …,verify:K`, `verify_qK` in the same package (same prepared weights, stored once);
 //!   with `prefill:N`, the prefill packages nested in this chunk (`prefill_chunk{i}`, swa4 cut) follow
@@ -16,103 +16,50 @@
 //! * **side files**: int8 embedding / PLE tables, PLE projection and norm, RoPE tables,
 //!   `model_config.json` (plus `verify_k` / `prefill_length` / `prefill_chunks` when those functions
 //!   are built), `hf_model/`.
-//! * **publish**: `manifest.json` (sha256 of every file, tool version, canonical command), atomic
-//!   rename of the temporary directory to `--out`, optional reproducible zip.
+//! * **publish**: `manifest.json` (sha256 of every file, tool version, the build options as data
+//!   and the command line the caller rendered from them), atomic rename of the temporary directory to
+//!   `--out`, optional reproducible zip.
 //!
 //! `--only <chunk>` builds one decode chunk (with the prefill packages it contains), or `side` for the
 //! side files, into its own directory with a `part.json`; [`assemble`] joins parts into the same bytes
 //! a full build writes.
 
-use crate::bundle::manifest::{
-    ChunkSetManifest, MANIFEST_FORMAT, MANIFEST_NAME, hash_tree, sha256_file, write_zip,
-};
+use crate::bundle::manifest::{build_facts, model_files, write_manifest};
 use crate::bundle::side::{SetFacts, write_side_files};
-use crate::emit::{
-    DECODE_FN, PREFILL_FN, VERIFY_FN, emit_decode, emit_prefill, emit_verify, keep_inputs_alive,
-};
+use crate::emit::{DECODE_FN, PREFILL_FN, emit_function, emit_prefill, keep_inputs_alive};
 use crate::error::{ExportError, Result};
 use crate::layout::ModelLayout;
 use crate::plan::{ChunkPlan, ChunkSpec, PlanOptions, Variant};
-use crate::weights::{Quant, WeightSource, Weights};
+use crate::weights::{WeightSource, Weights};
+use chunkset::error::read_json;
+use chunkset::{
+    BuildFacts, BuildSpec, Compression, ContractError, DEFAULT_GROUP_SIZE, LutConfig, NBits,
+    Precision, hash_tree, list_files, write_zip,
+};
 use mil::Program;
 use palettize::TensorRecord;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use chunkset::Functions;
+
 /// Name of the part descriptor written by `--only`.
 pub const PART_NAME: &str = "part.json";
 /// `--only` value that builds the side files.
 pub const SIDE_PART: &str = "side";
 
-/// Which functions each chunk package holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Functions {
-    /// `verify_qK` with this K, in every chunk package beside `decode_q1`.
-    pub verify: Option<usize>,
-    /// Prefill packages `prefill_chunk{i}.mlpackage` (swa4 cut, one `main` function) of N positions.
-    pub prefill: Option<usize>,
-}
-
-impl Functions {
-    /// Parse `decode[,verify:K][,prefill:N]`.
-    pub fn parse(s: &str) -> Result<Functions> {
-        let mut f = Functions {
-            verify: None,
-            prefill: None,
-        };
-        let mut decode = false;
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, arg) = part.split_once(':').unwrap_or((part, ""));
-            let num = |what: &str| -> Result<usize> {
-                arg.parse::<usize>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    ExportError::BadOption(format!("--functions: `{part}` needs a positive {what}"))
-                })
-            };
-            match name {
-                "decode" => decode = true,
-                "verify" => f.verify = Some(num("K")?),
-                "prefill" => f.prefill = Some(num("N")?),
-                other => {
-                    return Err(ExportError::BadOption(format!(
-                        "--functions: unknown function `{other}` (expected decode, verify:K, prefill:N)"
-                    )));
-                }
-            }
-        }
-        if !decode {
-            return Err(ExportError::BadOption(
-                "--functions must include `decode`".into(),
-            ));
-        }
-        Ok(f)
-    }
-
-    /// Canonical spelling.
-    pub fn canonical(&self) -> String {
-        let mut s = "decode".to_string();
-        if let Some(k) = self.verify {
-            s.push_str(&format!(",verify:{k}"));
-        }
-        if let Some(n) = self.prefill {
-            s.push_str(&format!(",prefill:{n}"));
-        }
-        s
-    }
-}
-
-/// Everything a build needs.
+/// Everything a build needs: the options that determine the set's bytes ([`BuildSpec`]) and how to
+/// run it. [`BuildOptions::new`] gives the CLI's defaults; the setters change one option each.
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
     /// Local checkpoint directory (already resolved from a repo id if needed).
     pub model_dir: PathBuf,
-    /// `--model` as the user gave it (recorded in the manifest's command).
-    pub model_source: String,
-    pub variant: Variant,
-    pub ctx: usize,
-    pub fp32: bool,
-    pub quant: Quant,
-    pub functions: Functions,
+    /// The options recorded in the manifest (what `rebuild` re-runs).
+    pub spec: BuildSpec,
+    /// The command line recorded in the manifest, rendered by the caller from `spec` (the library
+    /// neither writes nor parses flag spellings).
+    pub command: Vec<String>,
     /// Build only this chunk (or [`SIDE_PART`]).
     pub only: Option<String>,
     /// Worker threads (`None` = all cores).
@@ -121,56 +68,104 @@ pub struct BuildOptions {
     /// Replace an existing non-empty `out`.
     pub force: bool,
     pub out: PathBuf,
-    /// `model_name` written to model_config.json (default: `gemma4-<variant>-<ctx>`).
-    pub model_name: Option<String>,
     /// Print the MIL text of each chunk after this phase (`emit`) or pass (`dead_code_elimination`, ...).
     pub dump_after: Option<String>,
 }
 
 impl BuildOptions {
-    /// The canonical command that rebuilds this set: `--out`, `--force`, `--threads`, `--only`,
-    /// `--zip`, `--quiet`, `--json` and `--dump-after` are left out, every other flag written.
-    pub fn canonical_command(&self) -> Vec<String> {
-        let mut c = vec![
-            "gemma-convert".to_string(),
-            "--model".into(),
-            self.model_source.clone(),
-            "--variant".into(),
-            self.variant.name().into(),
-            "--nbits".into(),
-            self.quant.nbits.to_string(),
-            "--group-size".into(),
-            self.quant.group_size.to_string(),
-            "--ctx".into(),
-            self.ctx.to_string(),
-            "--precision".into(),
-            if self.fp32 { "fp32" } else { "fp16" }.into(),
-            "--functions".into(),
-            self.functions.canonical(),
-        ];
-        match self.variant {
-            Variant::Wfa { fw } => c.extend(["--fw".into(), fw.to_string()]),
-            Variant::Flash { block } => c.extend(["--flash-block".into(), block.to_string()]),
-            _ => {}
+    /// A build of the checkpoint in `model_dir` into `out` with the CLI's defaults: swa4, INT4 with
+    /// group size 32, ctx 2048, fp16, `decode_q1` only, all cores; the recorded model is `model_dir`
+    /// as text and the recorded command is empty.
+    pub fn new(model_dir: impl Into<PathBuf>, out: impl Into<PathBuf>) -> BuildOptions {
+        let model_dir = model_dir.into();
+        BuildOptions {
+            spec: BuildSpec {
+                model: model_dir.display().to_string(),
+                variant: Variant::Swa4,
+                ctx: 2048,
+                precision: Precision::Fp16,
+                compression: Compression::Palettize(LutConfig {
+                    nbits: NBits::B4,
+                    group_size: DEFAULT_GROUP_SIZE,
+                }),
+                functions: Functions::decode_only(),
+                model_name: None,
+            },
+            model_dir,
+            command: Vec::new(),
+            only: None,
+            threads: None,
+            zip: false,
+            force: false,
+            out: out.into(),
+            dump_after: None,
         }
-        if let Some(n) = &self.model_name {
-            c.extend(["--model-name".into(), n.clone()]);
-        }
-        c
     }
 
-    fn model_name(&self) -> String {
-        self.model_name
-            .clone()
-            .unwrap_or_else(|| format!("gemma4-{}-{}", self.variant.name(), self.ctx))
+    /// The model as recorded in the manifest (`--model` as the user gave it).
+    pub fn model_source(mut self, source: impl Into<String>) -> Self {
+        self.spec.model = source.into();
+        self
     }
 
-    fn quantization(&self) -> String {
-        if self.quant.nbits == 0 {
-            if self.fp32 { "fp32" } else { "fp16" }.to_string()
-        } else {
-            format!("int{}", self.quant.nbits)
-        }
+    pub fn variant(mut self, variant: Variant) -> Self {
+        self.spec.variant = variant;
+        self
+    }
+
+    pub fn ctx(mut self, ctx: usize) -> Self {
+        self.spec.ctx = ctx;
+        self
+    }
+
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.spec.precision = precision;
+        self
+    }
+
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.spec.compression = compression;
+        self
+    }
+
+    pub fn functions(mut self, functions: Functions) -> Self {
+        self.spec.functions = functions;
+        self
+    }
+
+    pub fn model_name(mut self, name: impl Into<String>) -> Self {
+        self.spec.model_name = Some(name.into());
+        self
+    }
+
+    pub fn command(mut self, command: Vec<String>) -> Self {
+        self.command = command;
+        self
+    }
+
+    /// Build only this chunk (or [`SIDE_PART`]).
+    pub fn only(mut self, part: impl Into<String>) -> Self {
+        self.only = Some(part.into());
+        self
+    }
+
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    pub fn zip(mut self, zip: bool) -> Self {
+        self.zip = zip;
+        self
+    }
+
+    pub fn force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+
+    fn fp32(&self) -> bool {
+        self.spec.precision.is_fp32()
     }
 }
 
@@ -192,6 +187,7 @@ impl Progress for NoProgress {}
 
 /// One written package.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct PackageSummary {
     pub name: String,
     pub layers: [usize; 2],
@@ -217,12 +213,14 @@ pub struct BuildReport {
 
 /// `part.json` of an `--only` build.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct PartDescriptor {
     pub command: Vec<String>,
     pub part: String,
     pub packages: Vec<PackageSummary>,
     pub records: Vec<TensorRecord>,
-    pub build: serde_json::Value,
+    #[serde(serialize_with = "chunkset::error::sorted")]
+    pub build: BuildFacts,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
@@ -350,33 +348,6 @@ impl Staging {
     }
 }
 
-/// Hash the checkpoint's files (config, index, safetensors) for the manifest.
-fn model_files(ckpt: &gemma4::Checkpoint) -> Result<serde_json::Value> {
-    let dir = ckpt.dir();
-    let mut paths: Vec<PathBuf> = vec![dir.join("config.json")];
-    let idx = dir.join("model.safetensors.index.json");
-    if idx.exists() {
-        paths.push(idx);
-    }
-    paths.extend(ckpt.files().into_iter().map(Path::to_path_buf));
-    paths.sort();
-    paths.dedup();
-    use rayon::prelude::*;
-    let v: Result<Vec<serde_json::Value>> = paths
-        .par_iter()
-        .map(|p| {
-            let (size, sha) =
-                sha256_file(p).map_err(|e| ExportError::Unsupported(e.to_string()))?;
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Ok(serde_json::json!({"path": name, "size": size, "sha256": sha}))
-        })
-        .collect();
-    Ok(serde_json::Value::Array(v?))
-}
-
 /// Build a chunk set (or one part of it with `--only`).
 pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport> {
     check_out(&opts.out, opts.force)?;
@@ -410,146 +381,38 @@ fn build_in(
         let files = model_files(&c)?;
         Ok((c, files))
     })?;
-    let plan = t.run("plan", 1, || {
-        if ckpt.config().attention_k_eq_v() {
-            return Err(ExportError::Unsupported(
-                "attention_k_eq_v models (V = raw K on full layers) are not supported by the exporter yet".into(),
-            ));
-        }
-        let layout = ModelLayout::from_config(ckpt.config());
-        Ok(ChunkPlan::new(
-            &layout,
-            &PlanOptions {
-                variant: opts.variant.clone(),
-                ctx: opts.ctx,
-                fp32: opts.fp32,
-            },
-        )?)
-    })?;
-    // Functions: verify:K joins every chunk package; prefill:N adds the prefill packages (swa4 cut,
-    // each written right after the decode chunk that contains it, from the same prepared weights).
-    if let Some(k) = opts.functions.verify {
-        plan.check_verify(k)?;
-    }
-    let prefill_chunks = match opts.functions.prefill {
-        Some(n) => plan.prefill_chunks(n)?,
-        None => Vec::new(),
-    };
-    let chunks: Vec<&crate::plan::ChunkSpec> = match &opts.only {
-        None => plan.chunks.iter().collect(),
-        Some(o) if o == SIDE_PART => Vec::new(),
-        Some(o) => vec![plan.chunk(o).ok_or_else(|| {
-            ExportError::BadOption(format!(
-                "--only {o}: no such chunk in variant {} (chunks: {}, or `{SIDE_PART}`)",
-                plan.variant.name(),
-                plan.chunks
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?],
-    };
-    let mut build_facts = serde_json::json!({
-        "variant": plan.variant,
-        "ctx": plan.ctx,
-        "precision": if plan.fp32 { "fp32" } else { "fp16" },
-        "nbits": opts.quant.nbits,
-        "group_size": opts.quant.group_size,
-        "functions": opts.functions.canonical(),
-        "sliding_producer": plan.sliding_producer,
-        "full_producer": plan.full_producer,
-        "chunks": plan.chunks.iter().map(|c| serde_json::json!({
-            "name": c.name, "layers": [c.layers.start, c.layers.end],
-        })).collect::<Vec<_>>(),
-        "model_files": model_files,
-    });
-    if let (Some(o), Some(_)) = (build_facts.as_object_mut(), opts.functions.prefill) {
-        o.insert(
-            "prefill_chunks".into(),
-            prefill_chunks
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "name": c.name, "layers": [c.layers.start, c.layers.end],
-                    })
-                })
-                .collect::<Vec<_>>()
-                .into(),
-        );
-    }
+    let plan = t.run("plan", 1, || plan_of(&ckpt, opts))?;
+    let prefill_chunks = check_functions(&plan, &opts.spec.functions)?;
+    let chunks = selected_chunks(&plan, opts.only.as_deref())?;
+    let facts = build_facts(&opts.spec, &plan, &prefill_chunks, model_files);
 
     let staging = Staging::new(&opts.out)?;
-    let mut packages = Vec::new();
-    let mut records: Vec<TensorRecord> = Vec::new();
     let pctx = PackageCtx {
         opts,
         plan: &plan,
         progress,
         dir: staging.path(),
     };
+    let mut packages = Vec::new();
+    let mut records: Vec<TensorRecord> = Vec::new();
     for chunk in chunks {
         let mut w = Weights::new(
             &ckpt as &dyn WeightSource,
             plan.fp32,
-            opts.quant.clone(),
+            opts.spec.compression,
             pool,
-        )?;
-        let program = t.run_labelled(
-            "emit",
-            &format!("emit {}", chunk.name),
-            chunk.layers.len() as u64,
-            || {
-                let f = emit_decode(&plan, chunk, &mut w)?;
-                let mut p = Program::single(DECODE_FN, f);
-                if let Some(k) = opts.functions.verify {
-                    let f = emit_verify(&plan, chunk, k, &mut w)?;
-                    p.functions.insert(VERIFY_FN.to_string(), f);
-                }
-                Ok(p)
-            },
-        )?;
-        packages.push(finish_package(
-            &mut t,
-            &pctx,
-            chunk,
-            program,
-            Some(DECODE_FN),
-            "chunk",
-        )?);
-        if let Some(n) = opts.functions.prefill {
-            let nested = prefill_chunks
-                .iter()
-                .filter(|p| plan.containing_chunk(p).map(|c| &c.name) == Some(&chunk.name));
-            for pchunk in nested {
-                let program = t.run_labelled(
-                    "emit",
-                    &format!("emit {}", pchunk.name),
-                    pchunk.layers.len() as u64,
-                    || {
-                        let f = emit_prefill(&plan, pchunk, n, &mut w)?;
-                        Ok(Program::single(PREFILL_FN, f))
-                    },
-                )?;
-                let what = format!("prefill (N = {n}) chunk");
-                packages.push(finish_package(&mut t, &pctx, pchunk, program, None, &what)?);
-            }
-        }
+        );
+        packages.extend(emit_chunk(&mut t, &pctx, chunk, &prefill_chunks, &mut w)?);
         records.extend(w.records());
-        drop(w);
     }
 
-    let side = opts.only.is_none() || opts.only.as_deref() == Some(SIDE_PART);
-    if side {
+    if opts.only.is_none() || opts.only.as_deref() == Some(SIDE_PART) {
         t.run("side files", 1, || {
             let facts = SetFacts {
-                model_name: &opts.model_name(),
-                quantization: &opts.quantization(),
-                verify_k: opts.functions.verify,
-                prefill: opts
-                    .functions
-                    .prefill
-                    .map(|n| (n, prefill_chunks.as_slice())),
+                model_name: &opts.spec.model_name(),
+                quantization: &opts.spec.quantization(),
+                functions: &opts.spec.functions,
+                prefill_chunks: &prefill_chunks,
             };
             write_side_files(
                 staging.path(),
@@ -563,45 +426,15 @@ fn build_in(
         })?;
     }
 
-    let command = opts.canonical_command();
     let uncompressed: Vec<TensorRecord> = records
         .iter()
         .filter(|r| matches!(r.outcome, palettize::Outcome::Kept { .. }))
         .cloned()
         .collect();
     let zip = t.run("publish", 1, || {
-        match &opts.only {
-            None => write_manifest(staging.path(), &command, &build_facts, &records)?,
-            Some(part) => {
-                let d = PartDescriptor {
-                    command: command.clone(),
-                    part: part.clone(),
-                    packages: packages.clone(),
-                    records: records.clone(),
-                    build: build_facts.clone(),
-                };
-                let p = staging.path().join(PART_NAME);
-                let mut s = serde_json::to_string_pretty(&d).unwrap_or_default();
-                s.push('\n');
-                std::fs::write(&p, s).map_err(io_err(&p))?;
-            }
-        }
-        staging.publish(&opts.out)?;
-        if opts.zip {
-            let z = zip_path(&opts.out);
-            let prefix = opts
-                .out
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            write_zip(&opts.out, &z, &prefix)
-                .map_err(|e| ExportError::Unsupported(e.to_string()))?;
-            Ok(Some(z))
-        } else {
-            Ok(None)
-        }
+        publish(opts, staging, &facts, &packages, &records)
     })?;
-    let files = hash_tree(&opts.out).map_err(|e| ExportError::Unsupported(e.to_string()))?;
+    let files = hash_tree(&opts.out)?;
     Ok(BuildReport {
         out: opts.out.clone(),
         phases: t.phases,
@@ -614,6 +447,150 @@ fn build_in(
     })
 }
 
+/// The plan of the checkpoint's layout (models the exporter cannot convert are refused here).
+fn plan_of(ckpt: &gemma4::Checkpoint, opts: &BuildOptions) -> Result<ChunkPlan> {
+    if ckpt.config().attention_k_eq_v() {
+        return Err(ExportError::Unsupported(
+            "attention_k_eq_v models (V = raw K on full layers) are not supported by the exporter yet"
+                .into(),
+        ));
+    }
+    let layout = ModelLayout::from_config(ckpt.config());
+    Ok(ChunkPlan::new(
+        &layout,
+        &PlanOptions {
+            variant: opts.spec.variant.clone(),
+            ctx: opts.spec.ctx,
+            fp32: opts.fp32(),
+        },
+    )?)
+}
+
+/// Check the functions fit the plan; returns the prefill packages (none without prefill).
+/// `verify:K` joins every chunk package; `prefill:N` adds the prefill packages (swa4 cut, each written
+/// right after the decode chunk that contains it, from the same prepared weights).
+fn check_functions(plan: &ChunkPlan, functions: &Functions) -> Result<Vec<ChunkSpec>> {
+    if let Some(k) = functions.verify {
+        plan.check_verify(k)?;
+    }
+    Ok(match functions.prefill {
+        Some(n) => plan.prefill_chunks(n)?,
+        None => Vec::new(),
+    })
+}
+
+/// The decode chunks this build writes: all, the one `--only` names, or none for the side files.
+fn selected_chunks<'p>(plan: &'p ChunkPlan, only: Option<&str>) -> Result<Vec<&'p ChunkSpec>> {
+    Ok(match only {
+        None => plan.chunks.iter().collect(),
+        Some(SIDE_PART) => Vec::new(),
+        Some(o) => vec![plan.chunk(o).ok_or_else(|| {
+            ExportError::BadOption(format!(
+                "--only {o}: no such chunk in variant {} (chunks: {}, or `{SIDE_PART}`)",
+                plan.variant.name(),
+                plan.chunks
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?],
+    })
+}
+
+/// Emit, optimise, write and read back one decode chunk's package (its functions share `w`'s
+/// prepared weights), then the prefill packages nested in it.
+fn emit_chunk(
+    t: &mut Timer<'_>,
+    pc: &PackageCtx<'_>,
+    chunk: &ChunkSpec,
+    prefill_chunks: &[ChunkSpec],
+    w: &mut Weights<'_>,
+) -> Result<Vec<PackageSummary>> {
+    let (plan, functions) = (pc.plan, &pc.opts.spec.functions);
+    let label = format!("emit {}", chunk.name);
+    let program = t.run_labelled("emit", &label, chunk.layers.len() as u64, || {
+        let mut p: Option<Program> = None;
+        for kind in functions.chunk_functions() {
+            let f = emit_function(plan, chunk, kind, w)?;
+            match &mut p {
+                None => p = Some(Program::single(kind.name(), f)),
+                Some(p) => {
+                    p.functions.insert(kind.name().to_string(), f);
+                }
+            }
+        }
+        p.ok_or_else(|| ExportError::Internal("no chunk function to emit".into()))
+    })?;
+    let mut packages = vec![finish_package(
+        t,
+        pc,
+        chunk,
+        program,
+        Some(DECODE_FN),
+        "chunk",
+    )?];
+    if let Some(n) = functions.prefill {
+        let nested = prefill_chunks
+            .iter()
+            .filter(|p| plan.containing_chunk(p).map(|c| &c.name) == Some(&chunk.name));
+        for pchunk in nested {
+            let label = format!("emit {}", pchunk.name);
+            let program = t.run_labelled("emit", &label, pchunk.layers.len() as u64, || {
+                Ok(Program::single(
+                    PREFILL_FN,
+                    emit_prefill(plan, pchunk, n, w)?,
+                ))
+            })?;
+            let what = format!("prefill (N = {n}) chunk");
+            packages.push(finish_package(t, pc, pchunk, program, None, &what)?);
+        }
+    }
+    Ok(packages)
+}
+
+/// Write the manifest (or, for `--only`, the part descriptor), move the staged set to `out`, zip it
+/// on request; returns the zip's path.
+fn publish(
+    opts: &BuildOptions,
+    staging: Staging,
+    facts: &BuildFacts,
+    packages: &[PackageSummary],
+    records: &[TensorRecord],
+) -> Result<Option<PathBuf>> {
+    match &opts.only {
+        None => write_manifest(staging.path(), &opts.command, facts, records)?,
+        Some(part) => {
+            let d = PartDescriptor {
+                command: opts.command.clone(),
+                part: part.clone(),
+                packages: packages.to_vec(),
+                records: records.to_vec(),
+                build: facts.clone(),
+            };
+            let p = staging.path().join(PART_NAME);
+            let mut s = serde_json::to_string_pretty(&d).map_err(|e| ContractError::Serialize {
+                what: PART_NAME,
+                msg: e.to_string(),
+            })?;
+            s.push('\n');
+            std::fs::write(&p, s).map_err(io_err(&p))?;
+        }
+    }
+    staging.publish(&opts.out)?;
+    if !opts.zip {
+        return Ok(None);
+    }
+    let z = zip_path(&opts.out);
+    let prefix = opts
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    write_zip(&opts.out, &z, &prefix)?;
+    Ok(Some(z))
+}
+
 /// What every package of one build shares.
 struct PackageCtx<'a> {
     opts: &'a BuildOptions,
@@ -624,8 +601,20 @@ struct PackageCtx<'a> {
 }
 
 /// optimize → serialize → read back one emitted package (`default_fn`: the default function of a
-/// multi-function package, `None` for a single `main` function); returns its summary.
+/// multi-function package, `None` for a single `main` function); returns its summary. Errors name
+/// the chunk.
 fn finish_package(
+    t: &mut Timer<'_>,
+    pc: &PackageCtx<'_>,
+    chunk: &ChunkSpec,
+    program: Program,
+    default_fn: Option<&str>,
+    what: &str,
+) -> Result<PackageSummary> {
+    finish(t, pc, chunk, program, default_fn, what).map_err(|e| e.in_chunk(&chunk.name, None))
+}
+
+fn finish(
     t: &mut Timer<'_>,
     pc: &PackageCtx<'_>,
     chunk: &ChunkSpec,
@@ -642,30 +631,10 @@ fn finish_package(
         ));
     }
     t.run_labelled("optimize", &format!("optimize {}", chunk.name), 1, || {
-        let mut pipe = mil::passes::Pipeline::named("default")
-            .map_err(|e| ExportError::Unsupported(e.to_string()))?;
-        if let Some(pass) = opts.dump_after.as_deref().filter(|p| *p != "emit") {
-            pipe = pipe
-                .dump_after(pass)
-                .map_err(|e| ExportError::BadOption(format!("--dump-after: {e}")))?;
-        }
-        let report = pipe.run(&mut program).map_err(|e| ExportError::Invalid {
-            chunk: chunk.name.clone(),
-            source: match e {
-                mil::passes::PassError::Invalid { source, .. } => source,
-                other => return ExportError::Unsupported(other.to_string()),
-            },
-        })?;
-        for (_, text) in report.dumps {
+        for text in optimize(&mut program, opts.dump_after.as_deref())? {
             progress.dump(&format!("// chunk {}\n{text}", chunk.name));
         }
-        for f in program.functions.values_mut() {
-            keep_inputs_alive(f);
-        }
-        mil::validate::validate(&program).map_err(|source| ExportError::Invalid {
-            chunk: chunk.name.clone(),
-            source: Box::new(source),
-        })
+        Ok(())
     })?;
     let dest = pc.dir.join(format!("{}.mlpackage", chunk.name));
     let ops = program
@@ -675,60 +644,84 @@ fn finish_package(
         .sum();
     let functions: Vec<String> = program.functions.keys().cloned().collect();
     let report = t.run_labelled("serialize", &format!("serialize {}", chunk.name), 1, || {
-        let meta = mlpackage::Metadata {
-            short_description: format!(
-                "Gemma 4 {} {what} {} (layers {}..{}), {} ctx {}",
-                plan.variant.name(),
-                chunk.name,
-                chunk.layers.start,
-                chunk.layers.end,
-                opts.quantization(),
-                plan.ctx
-            ),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            author: "gemma-convert".into(),
-            license: String::new(),
-            user_defined: [
-                (
-                    "com.github.gemma-convert.version".to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                ),
-                (
-                    "com.github.gemma-convert.variant".to_string(),
-                    plan.variant.name().to_string(),
-                ),
-                (
-                    "com.github.gemma-convert.chunk".to_string(),
-                    chunk.name.clone(),
-                ),
-            ]
-            .into_iter()
-            .collect(),
-        };
-        let desc = mlpackage::Description::derive(&program, default_fn, meta)
-            .map_err(|e| ExportError::Unsupported(format!("chunk {}: {e}", chunk.name)))?;
+        let meta = package_metadata(opts, plan, chunk, what);
+        let desc = mlpackage::Description::derive(&program, default_fn, meta)?;
         let pkg = mlpackage::Package::new(program, desc);
-        mlpackage::write_package(&pkg, &dest, &mlpackage::WriteOptions::default())
-            .map_err(|e| ExportError::Unsupported(format!("writing {}: {e}", dest.display())))
+        Ok(mlpackage::write_package(
+            &pkg,
+            &dest,
+            &mlpackage::WriteOptions::default(),
+        )?)
     })?;
     t.run_labelled("verify", &format!("verify {}", chunk.name), 1, || {
-        let back = mlpackage::read_package(&dest).map_err(|e| {
-            ExportError::Unsupported(format!("reading back {}: {e}", dest.display()))
-        })?;
-        mil::validate::validate(&back.program).map_err(|source| ExportError::Invalid {
-            chunk: chunk.name.clone(),
-            source: Box::new(source),
-        })
+        let back = mlpackage::read_package(&dest)?;
+        Ok(mil::validate::validate(&back.program)?)
     })?;
     Ok(PackageSummary {
         name: chunk.name.clone(),
-        layers: [chunk.layers.start, chunk.layers.end],
+        layers: chunk.layer_bounds(),
         functions,
         model_bytes: report.model_bytes,
         weight_bytes: report.weight_bytes,
         blobs: report.blob_count,
         ops,
     })
+}
+
+/// The `optimize` phase of one emitted program: the `mil` default pipeline (dead-code elimination,
+/// const deduplication), then every declared input kept alive, then validation. Returns the MIL text
+/// dumps asked for by `dump_after` (a pass name; `emit` is dumped before this phase).
+pub fn optimize(program: &mut Program, dump_after: Option<&str>) -> Result<Vec<String>> {
+    let mut pipe = mil::passes::Pipeline::named("default")?;
+    if let Some(pass) = dump_after.filter(|p| *p != "emit") {
+        pipe = pipe
+            .dump_after(pass)
+            .map_err(|e| ExportError::BadOption(format!("--dump-after: {e}")))?;
+    }
+    let report = pipe.run(program).map_err(|e| match e {
+        mil::passes::PassError::Invalid { source, .. } => ExportError::Invalid(source),
+        other => ExportError::Pass(other),
+    })?;
+    for f in program.functions.values_mut() {
+        keep_inputs_alive(f);
+    }
+    mil::validate::validate(program)?;
+    Ok(report.dumps.into_iter().map(|(_, text)| text).collect())
+}
+
+/// The package metadata of a chunk (description, version, variant and chunk in user-defined keys).
+fn package_metadata(
+    opts: &BuildOptions,
+    plan: &ChunkPlan,
+    chunk: &ChunkSpec,
+    what: &str,
+) -> mlpackage::Metadata {
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    mlpackage::Metadata {
+        short_description: format!(
+            "Gemma 4 {} {what} {} (layers {}..{}), {} ctx {}",
+            plan.variant.name(),
+            chunk.name,
+            chunk.layers.start,
+            chunk.layers.end,
+            opts.spec.quantization(),
+            plan.ctx
+        ),
+        version: version.clone(),
+        author: "gemma-convert".into(),
+        license: String::new(),
+        user_defined: [
+            ("com.github.gemma-convert.version", version),
+            (
+                "com.github.gemma-convert.variant",
+                plan.variant.name().to_string(),
+            ),
+            ("com.github.gemma-convert.chunk", chunk.name.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    }
 }
 
 /// The zip written by `--zip`: `OUT.zip` beside `OUT`.
@@ -738,66 +731,22 @@ pub fn zip_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn write_manifest(
-    dir: &Path,
-    command: &[String],
-    build: &serde_json::Value,
-    records: &[TensorRecord],
-) -> Result<()> {
-    let files = hash_tree(dir).map_err(|e| ExportError::Unsupported(e.to_string()))?;
-    let mut sorted: Vec<&TensorRecord> = records.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    sorted.dedup_by(|a, b| a.name == b.name);
-    let uncompressed = sorted
-        .iter()
-        .filter(|r| matches!(r.outcome, palettize::Outcome::Kept { .. }))
-        .map(|r| serde_json::to_value(r).unwrap_or_default())
-        .collect();
-    let palettized = sorted
-        .iter()
-        .filter(|r| matches!(r.outcome, palettize::Outcome::Palettized { .. }))
-        .count();
-    let mut build = build.clone();
-    if let Some(o) = build.as_object_mut() {
-        o.insert("palettized_weights".into(), palettized.into());
-    }
-    let m = ChunkSetManifest {
-        format: MANIFEST_FORMAT.into(),
-        tool: "gemma-convert".into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        command: command.to_vec(),
-        build,
-        uncompressed_weights: uncompressed,
-        files,
-    };
-    let p = dir.join(MANIFEST_NAME);
-    std::fs::write(&p, m.to_json()).map_err(io_err(&p))
-}
-
-/// Join `--only` parts into one chunk set at `out`: every part must come from the same canonical
-/// command, and together they must hold every chunk and the side files. The result is byte-identical
-/// to a full build with that command.
+/// Join `--only` parts into one chunk set at `out`: every part must come from the same build (the
+/// same recorded options and command), and together they must hold every chunk and the side files.
+/// The result is byte-identical to a full build with those options.
 pub fn assemble(parts: &[PathBuf], out: &Path, force: bool) -> Result<PathBuf> {
     check_out(out, force)?;
     let mut descs = Vec::new();
     for p in parts {
-        let path = p.join(PART_NAME);
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let d: PartDescriptor = serde_json::from_str(&text).map_err(|e| {
-            ExportError::BadOption(format!("{}: not a part descriptor: {e}", path.display()))
-        })?;
+        let d: PartDescriptor = read_json(&p.join(PART_NAME))?;
         descs.push((p.clone(), d));
     }
     let Some((_, first)) = descs.first() else {
         return Err(ExportError::BadOption("assemble: no parts given".into()));
     };
-    let command = first.command.clone();
-    let mut build = first.build.clone();
-    if let Some(o) = build.as_object_mut() {
-        o.remove("palettized_weights");
-    }
+    let (command, build) = (first.command.clone(), first.build.clone());
     for (p, d) in &descs {
-        if d.command != command || d.build != first.build {
+        if d.command != command || d.build != build {
             return Err(ExportError::BadOption(format!(
                 "{}: part was built by a different command ({}) than the first part ({})",
                 p.display(),
@@ -806,17 +755,9 @@ pub fn assemble(parts: &[PathBuf], out: &Path, force: bool) -> Result<PathBuf> {
             )));
         }
     }
-    let expected: Vec<String> = build["chunks"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c["name"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
     let mut have: Vec<String> = descs.iter().map(|(_, d)| d.part.clone()).collect();
     have.sort();
-    let mut want = expected.clone();
+    let mut want: Vec<String> = build.chunks.iter().map(|c| c.name.clone()).collect();
     want.push(SIDE_PART.into());
     want.sort();
     if have != want {
@@ -836,9 +777,7 @@ pub fn assemble(parts: &[PathBuf], out: &Path, force: bool) -> Result<PathBuf> {
 }
 
 fn copy_tree(src: &Path, dst: &Path, skip: &[&str]) -> Result<()> {
-    let files = crate::bundle::manifest::list_files(src, skip)
-        .map_err(|e| ExportError::Unsupported(e.to_string()))?;
-    for f in files {
+    for f in list_files(src, skip)? {
         let s = src.join(&f);
         let d = dst.join(&f);
         if d.exists() {

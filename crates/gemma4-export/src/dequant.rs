@@ -8,7 +8,8 @@
 //! separately from the quantisation error. Intended for small models (it writes f32 tensors).
 
 use crate::error::{ExportError, Result};
-use crate::weights::{Quant, Weights};
+use crate::weights::Weights;
+use chunkset::Compression;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -22,12 +23,12 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
 /// Write `config.json` (untied) and `model.safetensors` into `out` (an existing, empty directory).
 pub fn write_graph_weights_checkpoint(
     ckpt: &gemma4::Checkpoint,
-    quant: &Quant,
+    compression: Compression,
     fp32: bool,
     out: &Path,
 ) -> Result<()> {
     let cfg = ckpt.config();
-    let w = Weights::new(ckpt, fp32, quant.clone(), None)?;
+    let w = Weights::new(ckpt, fp32, compression, None);
     let mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
     let host_tables = ["embed_tokens.weight", "embed_tokens_per_layer.weight"];
     for spec in gemma4::layout::expected_tensors(cfg)? {
@@ -55,12 +56,12 @@ pub fn write_graph_weights_checkpoint(
             let bytes: &[u8] = bytemuck::cast_slice(v.as_slice());
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
                 .map(|t| (k.clone(), t))
-                .map_err(|e| ExportError::Unsupported(format!("tensor {k}: {e}")))
+                .map_err(|e| ExportError::Internal(format!("tensor {k}: {e}")))
         })
         .collect::<Result<_>>()?;
     let st = out.join("model.safetensors");
     safetensors::serialize_to_file(views, None, &st)
-        .map_err(|e| ExportError::Unsupported(format!("{}: {e}", st.display())))?;
+        .map_err(|e| ExportError::Internal(format!("{}: {e}", st.display())))?;
 
     // A flat text config, untied.
     let mut text = cfg.text_raw().clone();
@@ -83,7 +84,8 @@ pub fn write_graph_weights_checkpoint(
         }
     }
     let cp = out.join("config.json");
-    let s = serde_json::to_string_pretty(&text).unwrap_or_default();
+    let s = serde_json::to_string_pretty(&text)
+        .map_err(|e| ExportError::Internal(format!("{}: {e}", cp.display())))?;
     std::fs::write(&cp, s).map_err(io_err(&cp))?;
     Ok(())
 }

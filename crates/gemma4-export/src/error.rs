@@ -1,4 +1,8 @@
-//! Typed errors of the exporter; each names the chunk, layer, tensor or file involved.
+//! Typed errors of the exporter; each names the chunk, function, layer, tensor or file involved.
+//!
+//! Two classes matter to a caller ([`ExportError::is_bad_input`]): the input is at fault (the model
+//! is unsupported, the checkpoint is broken, an option is out of range: the CLI exits 2), or an
+//! internal step failed (building, optimising, writing or reading back a package: exit 1).
 
 use std::path::PathBuf;
 
@@ -15,18 +19,27 @@ pub enum ExportError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-    #[error("chunk {chunk}: building the MIL graph failed: {source}")]
-    Mil {
+    /// An error while building or writing one chunk (and function): the context is added once,
+    /// where emission or packaging of the chunk starts.
+    #[error("chunk {chunk}{}: {source}", function.as_deref().map(|f| format!(", function {f}")).unwrap_or_default())]
+    InChunk {
         chunk: String,
+        function: Option<String>,
         #[source]
-        source: Box<mil::MilError>,
+        source: Box<ExportError>,
     },
-    #[error("chunk {chunk}: the emitted program does not validate: {source}")]
-    Invalid {
-        chunk: String,
-        #[source]
-        source: Box<mil::validate::ValidationError>,
-    },
+    #[error("building the MIL graph: {0}")]
+    Mil(Box<mil::MilError>),
+    #[error("the program does not validate: {0}")]
+    Invalid(Box<mil::validate::ValidationError>),
+    #[error(transparent)]
+    Pass(#[from] mil::passes::PassError),
+    #[error("model description: {0}")]
+    Description(#[from] mlpackage::DescriptionError),
+    #[error(transparent)]
+    Package(#[from] mlpackage::PackageError),
+    #[error(transparent)]
+    Contract(#[from] chunkset::ContractError),
     #[error("palettizing `{tensor}`: {source}")]
     Palettize {
         tensor: String,
@@ -45,10 +58,69 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
+    /// The model uses something the exporter does not convert (yet).
     #[error("{0}")]
     Unsupported(String),
+    /// A build option or its value is out of range.
     #[error("{0}")]
     BadOption(String),
+    /// An internal step broke one of its own invariants (a bug, not the input).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<mil::MilError> for ExportError {
+    fn from(e: mil::MilError) -> ExportError {
+        ExportError::Mil(Box::new(e))
+    }
+}
+
+impl From<mil::validate::ValidationError> for ExportError {
+    fn from(e: mil::validate::ValidationError) -> ExportError {
+        ExportError::Invalid(Box::new(e))
+    }
+}
+
+impl ExportError {
+    /// Add the chunk (and function) this error happened in.
+    pub fn in_chunk(self, chunk: &str, function: Option<&str>) -> ExportError {
+        ExportError::InChunk {
+            chunk: chunk.to_string(),
+            function: function.map(str::to_string),
+            source: Box::new(self),
+        }
+    }
+
+    /// The error behind the chunk context.
+    pub fn root(&self) -> &ExportError {
+        match self {
+            ExportError::InChunk { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    /// True if the input is at fault — the model is unsupported, the checkpoint or a set given to
+    /// read is malformed, an option is out of range — rather than an internal step.
+    pub fn is_bad_input(&self) -> bool {
+        use chunkset::ContractError as C;
+        match self.root() {
+            ExportError::Plan(_)
+            | ExportError::Shape { .. }
+            | ExportError::Unsupported(_)
+            | ExportError::BadOption(_) => true,
+            // A failing candle op is our problem, everything else is about the checkpoint.
+            ExportError::Checkpoint(g) => !matches!(g, gemma4::Error::Candle { .. }),
+            ExportError::Contract(c) => matches!(
+                c,
+                C::Syntax { .. }
+                    | C::MissingField { .. }
+                    | C::UnknownField { .. }
+                    | C::InvalidField { .. }
+                    | C::Format { .. }
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Result alias of this crate.

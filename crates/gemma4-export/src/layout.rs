@@ -3,18 +3,27 @@
 //! Derived from the parsed config (see `gemma4::Gemma4Config`) but kept as plain data so plans can be
 //! computed and tested without weights.
 
-use serde::Serialize;
+pub use chunkset::LayerKind;
 
-/// Attention type of a layer.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LayerKind {
-    Sliding,
-    Full,
+/// The contract's kind of a `gemma4` layer type (`gemma4` does not depend on the contract; this is
+/// the boundary).
+pub fn layer_kind(t: gemma4::config::LayerType) -> LayerKind {
+    match t {
+        gemma4::config::LayerType::Sliding => LayerKind::Sliding,
+        gemma4::config::LayerType::Full => LayerKind::Full,
+    }
+}
+
+/// The `gemma4` layer type of a contract kind.
+pub fn layer_type(k: LayerKind) -> gemma4::config::LayerType {
+    match k {
+        LayerKind::Sliding => gemma4::config::LayerType::Sliding,
+        LayerKind::Full => gemma4::config::LayerType::Full,
+    }
 }
 
 /// One decoder layer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerInfo {
     pub kind: LayerKind,
     /// Head dim of this layer (sliding vs full differ on Gemma 4).
@@ -28,7 +37,7 @@ pub struct LayerInfo {
 }
 
 /// Layout of the text decoder.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelLayout {
     pub hidden: usize,
     pub num_heads: usize,
@@ -48,7 +57,7 @@ pub struct ModelLayout {
 impl ModelLayout {
     /// The layout of a parsed, validated Gemma 4 config.
     pub fn from_config(cfg: &gemma4::config::Gemma4Config) -> ModelLayout {
-        use gemma4::config::{KvSource, LayerType};
+        use gemma4::config::KvSource;
         ModelLayout {
             hidden: cfg.hidden_size(),
             num_heads: cfg.num_attention_heads(),
@@ -66,10 +75,7 @@ impl ModelLayout {
                 .layers()
                 .iter()
                 .map(|l| LayerInfo {
-                    kind: match l.layer_type {
-                        LayerType::Sliding => LayerKind::Sliding,
-                        LayerType::Full => LayerKind::Full,
-                    },
+                    kind: layer_kind(l.layer_type),
                     head_dim: l.head_dim,
                     kv_heads: l.num_kv_heads,
                     intermediate: l.intermediate_size,

@@ -1,11 +1,12 @@
 //! `gemma4-export`: Gemma 4 text decoder → chunked Core ML MIL programs.
 //!
 //! * [`layout`]: the model facts planning needs ([`ModelLayout`]).
-//! * [`plan`]: variants as data and the [`ChunkPlan`] (chunk boundaries, KV slot maps, I/O contract
-//!   of the decode, verify and prefill functions).
+//! * [`plan`]: the [`ChunkPlan`] of a variant (chunk boundaries, cache policies, KV slot maps; the
+//!   I/O of every function follows through the contract's `chunkset::IoContract`).
 //! * [`emit`]: MIL emission, one per-layer code path for S query positions.
 //! * [`weights`]: checkpoint tensors → dense or palettized literals, with the keep/palettize record.
-//! * [`bundle`]: side files, the chunk-set manifest, the reproducible zip.
+//! * [`bundle`]: side files with `model_config.json`, and the chunk-set manifest, written through the
+//!   contract's types (`chunkset`).
 //! * [`build`]: the phase list of a conversion (`inventory → … → publish`), `--only` parts, assembly.
 //! * [`dequant`]: a checkpoint of exactly the weights a build's graphs use (parity of INT4 graphs).
 
@@ -18,6 +19,7 @@ pub mod layout;
 pub mod plan;
 pub mod weights;
 
+pub use chunkset::{Compression, LutConfig, NBits, Precision};
 pub use emit::{
     DECODE_FN, LOGITS, PREFILL_FN, VERIFY_FN, emit_decode, emit_function, emit_prefill, emit_verify,
 };
@@ -27,4 +29,4 @@ pub use plan::{
     AttentionForm, CachePolicy, ChunkPlan, ChunkSpec, FunctionKind, IoDType, IoTensor, KvSlot,
     PlanError, PlanOptions, PrefillKv, Variant,
 };
-pub use weights::{Quant, WeightSource, Weights};
+pub use weights::{WeightSource, Weights};

@@ -1,6 +1,6 @@
 //! Weight preparation: checkpoint tensors → MIL literals (fp16 / fp32 dense, or palettized LUTs).
 //!
-//! Every projection is emitted as a 1×1 conv weight `[O, I, 1, 1]`. With `nbits > 0` each eligible
+//! Every projection is emitted as a 1×1 conv weight `[O, I, 1, 1]`. When palettizing, each eligible
 //! weight (coremltools' default policy: > 2048 elements, rank ≥ 2, output channels divisible by the
 //! group size) becomes `constexpr_lut_to_dense(indices: uint<n>[O,I,1,1], lut: [O/g,1,1,1,2^n,1])`
 //! fitted by `palettize`'s exact k-means; everything else stays dense and is recorded with the reason.
@@ -8,10 +8,11 @@
 //! share the same bytes and the package writer stores them once.
 
 use crate::error::{ExportError, Result};
+use chunkset::{Compression, LutConfig, NBits};
 use half::f16;
 use mil::builder::FunctionBuilder;
 use mil::{DType, TensorType, TensorValue, Var};
-use palettize::{Decision, LutConfig, Policy, TensorRecord};
+use palettize::{Decision, Policy, TensorRecord};
 use std::collections::BTreeMap;
 
 /// Where weights come from (the checkpoint, or synthetic weights in tests and benchmarks).
@@ -60,13 +61,6 @@ impl WeightSource for gemma4::Checkpoint {
     }
 }
 
-/// Palettization settings (`nbits == 0`: keep dense).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Quant {
-    pub nbits: u8,
-    pub group_size: usize,
-}
-
 #[derive(Clone)]
 enum Prepared {
     Dense(TensorValue),
@@ -80,27 +74,28 @@ enum Prepared {
 pub struct Weights<'a> {
     src: &'a dyn WeightSource,
     fp32: bool,
-    quant: Quant,
+    compression: Compression,
     policy: Policy,
     pool: Option<&'a rayon::ThreadPool>,
     cache: BTreeMap<String, Prepared>,
     records: BTreeMap<String, TensorRecord>,
 }
 
-fn index_dtype(nbits: u8) -> Result<DType> {
-    Ok(match nbits {
-        1 => DType::U1,
-        2 => DType::U2,
-        3 => DType::U3,
-        4 => DType::U4,
-        6 => DType::U6,
-        8 => DType::U8,
-        n => {
-            return Err(ExportError::Unsupported(format!(
-                "--nbits {n}: MIL index types exist for 1, 2, 3, 4, 6 and 8 bits"
-            )));
-        }
-    })
+/// The MIL index type of a bit width.
+fn index_dtype(nbits: NBits) -> DType {
+    match nbits {
+        NBits::B1 => DType::U1,
+        NBits::B2 => DType::U2,
+        NBits::B3 => DType::U3,
+        NBits::B4 => DType::U4,
+        NBits::B6 => DType::U6,
+        NBits::B8 => DType::U8,
+    }
+}
+
+/// The `palettize` settings of a LUT configuration.
+fn palettize_config(c: &LutConfig) -> palettize::LutConfig {
+    palettize::LutConfig::new(c.nbits.bits(), c.group_size)
 }
 
 impl<'a> Weights<'a> {
@@ -108,21 +103,18 @@ impl<'a> Weights<'a> {
     pub fn new(
         src: &'a dyn WeightSource,
         fp32: bool,
-        quant: Quant,
+        compression: Compression,
         pool: Option<&'a rayon::ThreadPool>,
-    ) -> Result<Self> {
-        if quant.nbits > 0 {
-            index_dtype(quant.nbits)?;
-        }
-        Ok(Weights {
+    ) -> Self {
+        Weights {
             src,
             fp32,
-            quant,
+            compression,
             policy: Policy::default(),
             pool,
             cache: BTreeMap::new(),
             records: BTreeMap::new(),
-        })
+        }
     }
 
     /// Float dtype of dense literals.
@@ -156,10 +148,15 @@ impl<'a> Weights<'a> {
         Ok(v)
     }
 
-    fn record(&mut self, key: &str, shape: &[usize], decision: Decision) {
-        if self.quant.nbits == 0 {
-            return;
+    /// When palettizing, record why a weight of `shape` stays dense, if the policy keeps it.
+    fn record_kept(&mut self, key: &str, shape: &[usize]) {
+        if let Some(c) = self.compression.lut() {
+            let decision = palettize::decide(shape, &palettize_config(c), &self.policy);
+            self.record(key, shape, decision);
         }
+    }
+
+    fn record(&mut self, key: &str, shape: &[usize], decision: Decision) {
         if let Decision::Keep(reason) = decision {
             self.records
                 .insert(key.to_string(), TensorRecord::kept(key, shape, reason));
@@ -187,19 +184,16 @@ impl<'a> Weights<'a> {
             Prepared::Dense(t) => b.constant(name, t),
             Prepared::Lut { indices, lut } => b.lut_to_dense(name, indices, lut),
         };
-        r.map_err(|source| ExportError::Mil {
-            chunk: String::new(),
-            source: Box::new(source),
-        })
+        Ok(r?)
     }
 
     fn prepare_conv(&mut self, key: &str, o: usize, i: usize) -> Result<Prepared> {
         let v = self.load_checked(key, &[o, i])?;
         let shape4 = [o, i, 1, 1];
-        if self.quant.nbits == 0 {
+        let Some(lut) = self.compression.lut().copied() else {
             return Ok(Prepared::Dense(self.dense(key, &shape4, &v)?));
-        }
-        let cfg = LutConfig::new(self.quant.nbits, self.quant.group_size);
+        };
+        let cfg = palettize_config(&lut);
         let decision = palettize::decide(&shape4, &cfg, &self.policy);
         if !matches!(decision, Decision::Palettize) {
             self.record(key, &[o, i], decision);
@@ -218,7 +212,7 @@ impl<'a> Weights<'a> {
             source,
         };
         let indices = TensorValue::from_bytes(
-            TensorType::new(index_dtype(self.quant.nbits)?, &shape4),
+            TensorType::new(index_dtype(lut.nbits), &shape4),
             p.indices_packed,
         )
         .map_err(vt)?;
@@ -237,8 +231,7 @@ impl<'a> Weights<'a> {
     pub fn graph_values(&self, key: &str, o: usize, i: usize) -> Result<Vec<f32>> {
         let v = self.load_checked(key, &[o, i])?;
         let shape4 = [o, i, 1, 1];
-        let cfg = LutConfig::new(self.quant.nbits.max(1), self.quant.group_size);
-        if self.quant.nbits > 0
+        if let Some(cfg) = self.compression.lut().map(palettize_config)
             && matches!(
                 palettize::decide(&shape4, &cfg, &self.policy),
                 Decision::Palettize
@@ -274,8 +267,7 @@ impl<'a> Weights<'a> {
             return Ok(t.clone());
         }
         let v = self.load_checked(key, &[n])?;
-        let cfg = LutConfig::new(self.quant.nbits.max(1), self.quant.group_size);
-        self.record(key, &[n], palettize::decide(&[n], &cfg, &self.policy));
+        self.record_kept(key, &[n]);
         let t = self.dense(key, &[n], &v)?;
         self.cache
             .insert(key.to_string(), Prepared::Dense(t.clone()));
@@ -285,8 +277,7 @@ impl<'a> Weights<'a> {
     /// A scalar weight (`layer_scalar`, shape `[1]`) as f64.
     pub fn scalar(&mut self, key: &str) -> Result<f64> {
         let v = self.load_checked(key, &[1])?;
-        let cfg = LutConfig::new(self.quant.nbits.max(1), self.quant.group_size);
-        self.record(key, &[1], palettize::decide(&[1], &cfg, &self.policy));
+        self.record_kept(key, &[1]);
         Ok(f64::from(v[0]))
     }
 

@@ -2,16 +2,20 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, weights};
 use gemma4_export::emit::emit_decode;
-use gemma4_export::{ChunkPlan, ModelLayout, PlanOptions, Quant, Variant, Weights};
+use gemma4_export::{ChunkPlan, Compression, ModelLayout, NBits, PlanOptions, Variant};
 
 #[test]
 fn all_fixtures_emit_valid_programs() {
     for name in ["tiny-e2b", "tiny-e2b-release", "tiny-gqa", "tiny-pal"] {
         let ckpt = gemma4::Checkpoint::open(fixture(name)).unwrap();
         let layout = ModelLayout::from_config(ckpt.config());
-        for (fp32, nbits) in [(true, 0u8), (false, 0), (false, 4)] {
+        for (fp32, compression) in [
+            (true, Compression::Dense),
+            (false, Compression::Dense),
+            (false, Compression::int(NBits::B4)),
+        ] {
             for variant in [
                 Variant::Swa4,
                 Variant::Merged,
@@ -29,16 +33,7 @@ fn all_fixtures_emit_valid_programs() {
                 )
                 .unwrap();
                 for chunk in &plan.chunks {
-                    let mut w = Weights::new(
-                        &ckpt,
-                        fp32,
-                        Quant {
-                            nbits,
-                            group_size: 32,
-                        },
-                        None,
-                    )
-                    .unwrap();
+                    let mut w = weights(&ckpt, fp32, compression);
                     let f = emit_decode(&plan, chunk, &mut w)
                         .unwrap_or_else(|e| panic!("{name} {variant:?} {}: {e}", chunk.name));
                     mil::validate::validate_function("decode_q1", &f)

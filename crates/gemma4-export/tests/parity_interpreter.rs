@@ -4,34 +4,23 @@
 mod common;
 
 use common::{Exact, Model, argmax, root};
-use gemma4_export::build::{BuildOptions, Functions, NoProgress, build};
-use gemma4_export::{Quant, Variant};
+use gemma4_export::build::{NoProgress, build};
+use gemma4_export::{Compression, NBits, Precision, Variant};
 use mil_runtime::BackendKind;
 use mil_runtime::chunkset::ChunkSet;
 
-fn run(model: &str, variant: Variant, fp32: bool, nbits: u8) -> (f32, f32, usize, usize) {
+fn run(
+    model: &str,
+    variant: Variant,
+    fp32: bool,
+    compression: Compression,
+) -> (f32, f32, usize, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("set");
-    let dir = common::fixture(model);
-    let opts = BuildOptions {
-        model_dir: dir.clone(),
-        model_source: model.into(),
-        variant,
-        ctx: 64,
-        fp32,
-        quant: Quant {
-            nbits,
-            group_size: 32,
-        },
-        functions: Functions::parse("decode").unwrap(),
-        only: None,
-        threads: None,
-        zip: false,
-        force: false,
-        out: out.clone(),
-        model_name: None,
-        dump_after: None,
-    };
+    let opts = common::opts(model, &out)
+        .variant(variant)
+        .precision(Precision::from_fp32(fp32))
+        .compression(compression);
     build(&opts, &NoProgress).unwrap();
     let golden = gemma4::golden::Golden::load(
         root()
@@ -81,7 +70,7 @@ fn run(model: &str, variant: Variant, fp32: bool, nbits: u8) -> (f32, f32, usize
 #[test]
 fn fp32_swa4_matches_golden_on_every_fixture() {
     for model in ["tiny-e2b", "tiny-e2b-release", "tiny-gqa", "tiny-pal"] {
-        let (max_abs, mean_abs, agree, n) = run(model, Variant::Swa4, true, 0);
+        let (max_abs, mean_abs, agree, n) = run(model, Variant::Swa4, true, Compression::Dense);
         eprintln!("{model} swa4 fp32: max {max_abs:.2e} mean {mean_abs:.2e} top1 {agree}/{n}");
         assert!(max_abs <= 2e-3, "{model}: max abs logit diff {max_abs}");
         assert_eq!(agree, n, "{model}: top-1");
@@ -98,7 +87,7 @@ fn fp32_other_variants_match_golden() {
         Variant::Wfa { fw: 64 },
         Variant::Flash { block: 16 },
     ] {
-        let (max_abs, _, agree, n) = run("tiny-e2b", variant.clone(), true, 0);
+        let (max_abs, _, agree, n) = run("tiny-e2b", variant.clone(), true, Compression::Dense);
         eprintln!("tiny-e2b {variant:?} fp32: max {max_abs:.2e} top1 {agree}/{n}");
         assert!(max_abs <= 2e-3, "{variant:?}: max abs logit diff {max_abs}");
         assert_eq!(agree, n, "{variant:?}: top-1");
@@ -107,10 +96,15 @@ fn fp32_other_variants_match_golden() {
 
 #[test]
 fn fp16_and_int4_report_figures() {
-    for (model, nbits) in [("tiny-e2b", 0u8), ("tiny-pal", 0), ("tiny-pal", 4)] {
-        let (max_abs, mean_abs, agree, n) = run(model, Variant::Swa4, false, nbits);
+    let int4 = Compression::int(NBits::B4);
+    for (model, compression) in [
+        ("tiny-e2b", Compression::Dense),
+        ("tiny-pal", Compression::Dense),
+        ("tiny-pal", int4),
+    ] {
+        let (max_abs, mean_abs, agree, n) = run(model, Variant::Swa4, false, compression);
         eprintln!(
-            "{model} swa4 fp16 nbits {nbits}: max {max_abs:.3} mean {mean_abs:.3} top1 {agree}/{n}"
+            "{model} swa4 fp16 {compression:?}: max {max_abs:.3} mean {mean_abs:.3} top1 {agree}/{n}"
         );
         assert!(max_abs.is_finite());
     }

@@ -211,6 +211,6 @@ fn e4b_shaped_boundaries() {
 #[test]
 fn unknown_variant_is_a_typed_error() {
     assert!(
-        matches!(Variant::parse("swa5", None, None), Err(gemma4_export::PlanError::UnknownVariant(v)) if v == "swa5")
+        matches!(Variant::parse("swa5", None, None), Err(chunkset::UnknownVariant(v)) if v == "swa5")
     );
 }

@@ -10,11 +10,11 @@
 
 mod common;
 
-use common::{Exact, Host, Kv, Model, argmax, fixture, max_diff, root, values};
-use gemma4_export::build::{BuildOptions, Functions, NoProgress, build};
+use common::{Exact, Host, Kv, Model, argmax, max_diff, root, values, weights};
+use gemma4_export::build::{NoProgress, build};
 use gemma4_export::emit::{DECODE_FN, VERIFY_FN, emit_decode, emit_verify};
 use gemma4_export::plan::ChunkPlan;
-use gemma4_export::{LayerKind, Quant, Variant, Weights};
+use gemma4_export::{Compression, LayerKind, Precision, Variant};
 use mil_runtime::chunkset::ChunkSet;
 use mil_runtime::{Backend, CpuBackend};
 use std::path::Path;
@@ -26,25 +26,11 @@ const TOL_HIDDEN: f32 = 5e-4;
 const TOL_ROWS: f32 = 5e-5;
 
 fn build_set(model: &str, variant: Variant, fp32: bool, functions: &str, out: &Path) {
-    let opts = BuildOptions {
-        model_dir: fixture(model),
-        model_source: model.into(),
-        variant,
-        ctx: 64,
-        fp32,
-        quant: Quant {
-            nbits: 0,
-            group_size: 32,
-        },
-        functions: Functions::parse(functions).unwrap(),
-        only: None,
-        threads: None,
-        zip: false,
-        force: false,
-        out: out.to_path_buf(),
-        model_name: None,
-        dump_after: None,
-    };
+    let opts = common::opts(model, out)
+        .variant(variant)
+        .precision(Precision::from_fp32(fp32))
+        .compression(Compression::Dense)
+        .functions(functions.parse().unwrap());
     build(&opts, &NoProgress).unwrap();
 }
 
@@ -54,16 +40,7 @@ fn in_memory<'m>(model: &'m Model, plan: ChunkPlan) -> Host<'m> {
         .chunks
         .iter()
         .map(|c| {
-            let mut w = Weights::new(
-                &model.ckpt,
-                plan.fp32,
-                Quant {
-                    nbits: 0,
-                    group_size: 32,
-                },
-                None,
-            )
-            .unwrap();
+            let mut w = weights(&model.ckpt, plan.fp32, Compression::Dense);
             let mut p = mil::Program::single(DECODE_FN, emit_decode(&plan, c, &mut w).unwrap());
             p.functions
                 .insert(VERIFY_FN.into(), emit_verify(&plan, c, K, &mut w).unwrap());

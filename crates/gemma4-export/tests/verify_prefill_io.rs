@@ -10,11 +10,13 @@
 
 mod common;
 
-use common::{Table, e2b_like, fixture, io_table, reference};
-use gemma4_export::build::{BuildOptions, Functions, NoProgress, SIDE_PART, assemble, build};
-use gemma4_export::bundle::manifest::compare_sets;
+use chunkset::compare_sets;
+use common::{Table, e2b_like, fixture, io_table, reference, weights};
+use gemma4_export::build::{BuildOptions, NoProgress, SIDE_PART, assemble, build};
 use gemma4_export::emit::{VERIFY_FN, emit_verify};
-use gemma4_export::{ChunkPlan, IoTensor, ModelLayout, PlanOptions, Quant, Variant, Weights};
+use gemma4_export::{
+    ChunkPlan, Compression, IoTensor, ModelLayout, NBits, PlanOptions, Precision, Variant,
+};
 use std::path::Path;
 
 fn ours(v: &[IoTensor]) -> Table {
@@ -39,26 +41,16 @@ fn dtype_name(d: mil::DType) -> String {
     .to_string()
 }
 
-fn opts(model: &str, out: &Path, fp32: bool, nbits: u8, functions: &str) -> BuildOptions {
-    BuildOptions {
-        model_dir: fixture(model),
-        model_source: format!("fixtures/models/{model}"),
-        variant: Variant::Swa4,
-        ctx: 64,
-        fp32,
-        quant: Quant {
-            nbits,
-            group_size: 32,
-        },
-        functions: Functions::parse(functions).unwrap(),
-        only: None,
-        threads: Some(1),
-        zip: false,
-        force: false,
-        out: out.to_path_buf(),
-        model_name: None,
-        dump_after: None,
-    }
+fn opts(model: &str, out: &Path, fp32: bool, int4: bool, functions: &str) -> BuildOptions {
+    common::opts(model, out)
+        .precision(Precision::from_fp32(fp32))
+        .compression(if int4 {
+            Compression::int(NBits::B4)
+        } else {
+            Compression::Dense
+        })
+        .functions(functions.parse().unwrap())
+        .threads(1)
 }
 
 fn tiny_pal_plan() -> (gemma4::Checkpoint, ChunkPlan) {
@@ -92,16 +84,7 @@ fn tiny_pal_verify_io_matches_reference_in_plan_and_emitted_function() {
             chunk.name
         );
 
-        let mut w = Weights::new(
-            &ckpt,
-            false,
-            Quant {
-                nbits: 0,
-                group_size: 32,
-            },
-            None,
-        )
-        .unwrap();
+        let mut w = weights(&ckpt, false, Compression::Dense);
         let func = emit_verify(&plan, chunk, 3, &mut w).unwrap();
         mil::validate::validate_function(VERIFY_FN, &func).unwrap();
         let sig = mil_runtime::signature_of(&func);
@@ -274,9 +257,9 @@ fn verify_joins_the_chunk_packages_sharing_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let dec = tmp.path().join("decode");
     let both = tmp.path().join("both");
-    build(&opts("tiny-pal", &dec, false, 4, "decode"), &NoProgress).unwrap();
+    build(&opts("tiny-pal", &dec, false, true, "decode"), &NoProgress).unwrap();
     let report = build(
-        &opts("tiny-pal", &both, false, 4, "decode,verify:3"),
+        &opts("tiny-pal", &both, false, true, "decode,verify:3"),
         &NoProgress,
     )
     .unwrap();
@@ -348,7 +331,7 @@ fn prefill_packages_travel_with_their_decode_chunk_parts() {
     let tmp = tempfile::tempdir().unwrap();
     let f = "decode,verify:2,prefill:16";
     let full = tmp.path().join("full");
-    let report = build(&opts("tiny-e2b", &full, false, 4, f), &NoProgress).unwrap();
+    let report = build(&opts("tiny-e2b", &full, false, true, f), &NoProgress).unwrap();
     let names: Vec<_> = report.packages.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
@@ -401,9 +384,11 @@ fn prefill_packages_travel_with_their_decode_chunk_parts() {
     let mut parts = Vec::new();
     for part in ["chunk1", "chunk2", "chunk3", "chunk4", SIDE_PART] {
         let dir = tmp.path().join(format!("part-{part}"));
-        let mut o = opts("tiny-e2b", &dir, false, 4, f);
-        o.only = Some(part.into());
-        build(&o, &NoProgress).unwrap();
+        build(
+            &opts("tiny-e2b", &dir, false, true, f).only(part),
+            &NoProgress,
+        )
+        .unwrap();
         parts.push(dir);
     }
     let joined = tmp.path().join("joined");
@@ -412,9 +397,11 @@ fn prefill_packages_travel_with_their_decode_chunk_parts() {
     assert!(diff.is_identical(), "assembled set differs: {diff:?}");
     // thread count does not change a byte
     let two = tmp.path().join("two");
-    let mut o = opts("tiny-e2b", &two, false, 4, f);
-    o.threads = Some(2);
-    build(&o, &NoProgress).unwrap();
+    build(
+        &opts("tiny-e2b", &two, false, true, f).threads(2),
+        &NoProgress,
+    )
+    .unwrap();
     assert!(compare_sets(&full, &two).unwrap().is_identical());
 }
 
@@ -426,7 +413,7 @@ fn bad_function_options_are_refused_and_leave_nothing() {
         ("decode,prefill:65", "prefill:65"),
     ] {
         let out = tmp.path().join("set");
-        let err = build(&opts("tiny-pal", &out, false, 0, f), &NoProgress).unwrap_err();
+        let err = build(&opts("tiny-pal", &out, false, false, f), &NoProgress).unwrap_err();
         assert!(err.to_string().contains(what), "{err}");
         assert!(!out.exists());
     }
@@ -437,21 +424,19 @@ fn bad_function_options_are_refused_and_leave_nothing() {
 /// rebuild with type inference, blob walk, constexpr materialisation).
 #[test]
 fn coremltools_accepts_verify_and_prefill_packages() {
-    for (model, fp32, nbits, f) in [
-        ("tiny-pal", false, 4u8, "decode,verify:3,prefill:32"),
-        ("tiny-gqa", true, 0, "decode,verify:4,prefill:16"),
+    for (model, fp32, int4, f) in [
+        ("tiny-pal", false, true, "decode,verify:3,prefill:32"),
+        ("tiny-gqa", true, false, "decode,verify:4,prefill:16"),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("set");
-        let report = build(&opts(model, &out, fp32, nbits, f), &NoProgress).unwrap();
+        let report = build(&opts(model, &out, fp32, int4, f), &NoProgress).unwrap();
         assert_eq!(report.packages.len(), 8);
         for p in &report.packages {
             let pkg = out.join(format!("{}.mlpackage", p.name));
             mlpackage::coremltools_check::check_package(
                 &pkg,
-                &mlpackage::coremltools_check::CheckOptions {
-                    materialize: nbits > 0,
-                },
+                &mlpackage::coremltools_check::CheckOptions { materialize: int4 },
             )
             .unwrap_or_else(|e| panic!("{model} {f} {}: {e}", p.name));
         }

@@ -1,304 +1,108 @@
-//! The chunk-set `manifest.json`: every file of a set with its size and sha256, the tool version, the
-//! canonical build command, and what the build decided (plan, weights left uncompressed). Also the
-//! file-by-file comparison of two sets and the reproducible zip.
-//!
-//! Architecture invariant: the manifest is a pure function of the set's bytes and the build options —
-//! no timestamps, no absolute paths, entries sorted by path — so the same build on any machine and any
-//! thread count yields the same manifest.
+//! The chunk-set `manifest.json` as a build writes it (the type and the file-set helpers are the
+//! contract's, [`chunkset::manifest`] and [`chunkset::files`]): the checkpoint's files with their
+//! sha256, the build facts of a plan, and the manifest of a finished set.
 
+use crate::error::Result;
+use crate::plan::{ChunkPlan, ChunkSpec};
+use chunkset::manifest::TOOL;
+use chunkset::{
+    BuildFacts, BuildSpec, ChunkRange, ChunkSetManifest, FileEntry, MANIFEST_FORMAT, MANIFEST_NAME,
+    hash_tree, sha256_file,
+};
+use palettize::{Outcome, TensorRecord};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Name of the manifest file inside a chunk set.
-pub const MANIFEST_NAME: &str = "manifest.json";
-/// Format tag written into every manifest.
-pub const MANIFEST_FORMAT: &str = "gemma-convert-chunkset/1";
-
-/// Errors reading, hashing or comparing chunk sets.
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: not a chunk-set manifest: {msg}")]
-    Parse { path: PathBuf, msg: String },
-    #[error("{path}: zip: {msg}")]
-    Zip { path: PathBuf, msg: String },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
-    move |source| ManifestError::Io {
-        path: path.to_path_buf(),
-        source,
+/// The checkpoint's config, index and weight files with their size and sha256 (by file name).
+pub fn model_files(ckpt: &gemma4::Checkpoint) -> Result<Vec<FileEntry>> {
+    let dir = ckpt.dir();
+    let mut paths: Vec<PathBuf> = vec![dir.join("config.json")];
+    let idx = dir.join("model.safetensors.index.json");
+    if idx.exists() {
+        paths.push(idx);
     }
-}
-
-/// One file of a set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// Path relative to the set root, `/`-separated.
-    pub path: String,
-    pub size: u64,
-    pub sha256: String,
-}
-
-/// The manifest of a chunk set.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChunkSetManifest {
-    pub format: String,
-    pub tool: String,
-    pub tool_version: String,
-    /// The canonical command that rebuilds this set (output dir and run-only flags left out).
-    pub command: Vec<String>,
-    /// Build facts (variant, ctx, precision, nbits, chunks, model files and their sha256, ...).
-    pub build: serde_json::Value,
-    /// Weights left uncompressed and why.
-    pub uncompressed_weights: Vec<serde_json::Value>,
-    /// Every file of the set except this manifest, sorted by path.
-    pub files: Vec<FileEntry>,
-}
-
-impl ChunkSetManifest {
-    /// Serialise as pretty JSON with a trailing newline.
-    pub fn to_json(&self) -> String {
-        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
-        s.push('\n');
-        s
-    }
-
-    /// Read `dir/manifest.json`.
-    pub fn read(dir: &Path) -> Result<ChunkSetManifest, ManifestError> {
-        let path = dir.join(MANIFEST_NAME);
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let m: ChunkSetManifest =
-            serde_json::from_str(&text).map_err(|e| ManifestError::Parse {
-                path: path.clone(),
-                msg: e.to_string(),
-            })?;
-        if m.format != MANIFEST_FORMAT {
-            return Err(ManifestError::Parse {
-                path,
-                msg: format!("format `{}`, expected `{MANIFEST_FORMAT}`", m.format),
-            });
-        }
-        Ok(m)
-    }
-}
-
-/// sha256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<(u64, String), ManifestError> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok((size, hex::encode(h.finalize())))
-}
-
-/// Every regular file under `root` (relative `/` paths, sorted), skipping `skip` at the top level.
-pub fn list_files(root: &Path, skip: &[&str]) -> Result<Vec<String>, ManifestError> {
-    fn walk(root: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), ManifestError> {
-        let dir = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(rel)
-        };
-        for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let e = e.map_err(io(&dir))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let r = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let ft = e.file_type().map_err(io(&e.path()))?;
-            if ft.is_dir() {
-                walk(root, &r, out)?;
-            } else if ft.is_file() {
-                out.push(r);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(root, "", &mut out)?;
-    out.retain(|p| !skip.contains(&p.as_str()));
-    out.sort();
-    Ok(out)
-}
-
-/// Hash every file under `root` except the manifest (in parallel; result sorted by path).
-pub fn hash_tree(root: &Path) -> Result<Vec<FileEntry>, ManifestError> {
-    let files = list_files(root, &[MANIFEST_NAME])?;
-    files
+    paths.extend(ckpt.files().into_iter().map(Path::to_path_buf));
+    paths.sort();
+    paths.dedup();
+    paths
         .par_iter()
         .map(|p| {
-            let (size, sha256) = sha256_file(&root.join(p))?;
-            Ok(FileEntry {
-                path: p.clone(),
-                size,
-                sha256,
-            })
+            let (size, sha256) = sha256_file(p)?;
+            let path = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok(FileEntry { path, size, sha256 })
         })
         .collect()
 }
 
-/// How two sets differ, file by file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SetDiff {
-    pub identical: Vec<String>,
-    pub differ: Vec<String>,
-    pub only_in_a: Vec<String>,
-    pub only_in_b: Vec<String>,
+fn ranges(chunks: &[ChunkSpec]) -> Vec<ChunkRange> {
+    chunks
+        .iter()
+        .map(|c| ChunkRange {
+            name: c.name.clone(),
+            layers: c.layer_bounds(),
+        })
+        .collect()
 }
 
-impl SetDiff {
-    /// True if both sets hold the same files with the same bytes.
-    pub fn is_identical(&self) -> bool {
-        self.differ.is_empty() && self.only_in_a.is_empty() && self.only_in_b.is_empty()
+/// The build facts of `plan` built with `spec` (the palettized count is added by
+/// [`write_manifest`]).
+pub fn build_facts(
+    spec: &BuildSpec,
+    plan: &ChunkPlan,
+    prefill_chunks: &[ChunkSpec],
+    model_files: Vec<FileEntry>,
+) -> BuildFacts {
+    BuildFacts {
+        spec: spec.clone(),
+        sliding_producer: plan.sliding_producer,
+        full_producer: plan.full_producer,
+        chunks: ranges(&plan.chunks),
+        prefill_chunks: spec.functions.prefill.map(|_| ranges(prefill_chunks)),
+        model_files,
+        palettized_weights: None,
     }
 }
 
-/// Compare two sets by hashing their files (the manifests themselves are compared too).
-pub fn compare_sets(a: &Path, b: &Path) -> Result<SetDiff, ManifestError> {
-    let ha: BTreeMap<String, String> = hash_all(a)?;
-    let hb: BTreeMap<String, String> = hash_all(b)?;
-    let mut d = SetDiff::default();
-    for (p, sa) in &ha {
-        match hb.get(p) {
-            Some(sb) if sb == sa => d.identical.push(p.clone()),
-            Some(_) => d.differ.push(p.clone()),
-            None => d.only_in_a.push(p.clone()),
-        }
-    }
-    d.only_in_b = hb
-        .keys()
-        .filter(|p| !ha.contains_key(*p))
-        .cloned()
+/// Write `dir/manifest.json`: every file under `dir`, the command, the build facts with the number of
+/// palettized weights, and the weights left uncompressed (`records` of every chunk, deduplicated by
+/// name).
+pub fn write_manifest(
+    dir: &Path,
+    command: &[String],
+    build: &BuildFacts,
+    records: &[TensorRecord],
+) -> Result<()> {
+    let files = hash_tree(dir)?;
+    let mut sorted: Vec<&TensorRecord> = records.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted.dedup_by(|a, b| a.name == b.name);
+    let uncompressed_weights = sorted
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Kept { .. }))
+        .map(|r| (*r).clone())
         .collect();
-    Ok(d)
-}
-
-fn hash_all(root: &Path) -> Result<BTreeMap<String, String>, ManifestError> {
-    let files = list_files(root, &[])?;
-    let v: Result<Vec<(String, String)>, ManifestError> = files
-        .par_iter()
-        .map(|p| Ok((p.clone(), sha256_file(&root.join(p))?.1)))
-        .collect();
-    Ok(v?.into_iter().collect())
-}
-
-/// Write a reproducible zip of `root` (entries sorted, fixed 1980-01-01 timestamps, mode 0644,
-/// deflate level 6 for side files, stored for already-dense weight files). The zip is written to a
-/// temporary name and renamed, so a failure leaves nothing behind.
-pub fn write_zip(root: &Path, zip_path: &Path, prefix: &str) -> Result<(), ManifestError> {
-    let zerr = |msg: String| ManifestError::Zip {
-        path: zip_path.to_path_buf(),
-        msg,
+    let palettized = sorted
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Palettized { .. }))
+        .count();
+    let m = ChunkSetManifest {
+        format: MANIFEST_FORMAT.into(),
+        tool: TOOL.into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        command: command.to_vec(),
+        build: BuildFacts {
+            palettized_weights: Some(palettized),
+            ..build.clone()
+        },
+        uncompressed_weights,
+        files,
     };
-    let files = list_files(root, &[])?;
-    let tmp = zip_path.with_extension("zip.partial");
-    let result = (|| {
-        let f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        let mut z = zip::ZipWriter::new(std::io::BufWriter::new(f));
-        for p in &files {
-            let method = if p.ends_with("weight.bin") || p.ends_with("_q8.bin") {
-                zip::CompressionMethod::Stored
-            } else {
-                zip::CompressionMethod::Deflated
-            };
-            let opts = zip::write::SimpleFileOptions::default()
-                .compression_method(method)
-                .compression_level(if method == zip::CompressionMethod::Deflated {
-                    Some(6)
-                } else {
-                    None
-                })
-                .last_modified_time(zip::DateTime::default())
-                .unix_permissions(0o644)
-                .large_file(true);
-            let name = if prefix.is_empty() {
-                p.clone()
-            } else {
-                format!("{prefix}/{p}")
-            };
-            z.start_file(name, opts).map_err(|e| zerr(e.to_string()))?;
-            let src = root.join(p);
-            let mut r = std::fs::File::open(&src).map_err(io(&src))?;
-            std::io::copy(&mut r, &mut z).map_err(io(&src))?;
-        }
-        let mut w = z.finish().map_err(|e| zerr(e.to_string()))?;
-        w.flush().map_err(io(&tmp))?;
-        drop(w);
-        std::fs::rename(&tmp, zip_path).map_err(io(zip_path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn set(dir: &Path, files: &[(&str, &[u8])]) {
-        for (p, b) in files {
-            let path = dir.join(p);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, b).unwrap();
-        }
-    }
-
-    #[test]
-    fn compare_reports_each_kind_of_difference() {
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        set(
-            a.path(),
-            &[("x/1", b"same"), ("x/2", b"aaa"), ("only_a", b"")],
-        );
-        set(
-            b.path(),
-            &[("x/1", b"same"), ("x/2", b"bbb"), ("only_b", b"")],
-        );
-        let d = compare_sets(a.path(), b.path()).unwrap();
-        assert_eq!(d.identical, vec!["x/1"]);
-        assert_eq!(d.differ, vec!["x/2"]);
-        assert_eq!(d.only_in_a, vec!["only_a"]);
-        assert_eq!(d.only_in_b, vec!["only_b"]);
-        assert!(!d.is_identical());
-    }
-
-    #[test]
-    fn zip_is_reproducible() {
-        let a = tempfile::tempdir().unwrap();
-        set(
-            a.path(),
-            &[("b/weight.bin", &[7u8; 300]), ("a.json", b"{}")],
-        );
-        let out = tempfile::tempdir().unwrap();
-        let z1 = out.path().join("1.zip");
-        let z2 = out.path().join("2.zip");
-        write_zip(a.path(), &z1, "set").unwrap();
-        // touch files: mtimes must not matter
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        std::fs::write(a.path().join("a.json"), b"{}").unwrap();
-        write_zip(a.path(), &z2, "set").unwrap();
-        assert_eq!(std::fs::read(&z1).unwrap(), std::fs::read(&z2).unwrap());
-    }
+    let p = dir.join(MANIFEST_NAME);
+    std::fs::write(&p, m.to_json()?).map_err(|source| crate::error::ExportError::Io {
+        path: p.clone(),
+        source,
+    })
 }

@@ -15,11 +15,13 @@
 //! quantised in slabs of rows so memory stays bounded whatever the vocabulary.
 
 use crate::error::{ExportError, Result};
-use crate::layout::LayerKind;
-use crate::plan::ChunkPlan;
+use crate::layout::{LayerKind, layer_type};
+use crate::plan::{ChunkPlan, ChunkSpec};
 use crate::weights::WeightSource;
+use chunkset::model_config::{self, ChunkEntry, ModelConfig, PrefillChunkEntry};
+use chunkset::names::{self, RopeTable};
+use chunkset::{Functions, MODEL_CONFIG_NAME, Precision, VERIFY_FN};
 use half::f16;
-use serde_json::json;
 use std::io::Write;
 use std::path::Path;
 
@@ -64,8 +66,8 @@ fn write_int8_table(
     cols: usize,
     pool: Option<&rayon::ThreadPool>,
 ) -> Result<()> {
-    let qp = dir.join(format!("{stem}_q8.bin"));
-    let sp = dir.join(format!("{stem}_scales.bin"));
+    let (q8, scales) = names::int8_files(stem);
+    let (qp, sp) = (dir.join(q8), dir.join(scales));
     let mut qf = std::io::BufWriter::new(std::fs::File::create(&qp).map_err(io_err(&qp))?);
     let mut sf = std::io::BufWriter::new(std::fs::File::create(&sp).map_err(io_err(&sp))?);
     let mut start = 0;
@@ -103,10 +105,10 @@ pub struct SetFacts<'a> {
     pub model_name: &'a str,
     /// `quantization` (`int4`, `fp16`, ...).
     pub quantization: &'a str,
-    /// K of the `verify_qK` functions, when built.
-    pub verify_k: Option<usize>,
-    /// N and the prefill packages, when built.
-    pub prefill: Option<(usize, &'a [crate::plan::ChunkSpec])>,
+    /// The functions built (`verify_k`, `prefill_length`).
+    pub functions: &'a Functions,
+    /// The prefill packages, when built.
+    pub prefill_chunks: &'a [ChunkSpec],
 }
 
 /// Write every side file of the set into `dir`. `model_dir` (the checkpoint directory) provides the
@@ -122,12 +124,20 @@ pub fn write_side_files(
 ) -> Result<()> {
     let lay = &plan.layout;
     let (h, l, p, v) = (lay.hidden, lay.num_layers(), lay.ple_dim, lay.vocab);
-    write_int8_table(dir, "embed_tokens", src, "embed_tokens.weight", v, h, pool)?;
+    write_int8_table(
+        dir,
+        names::EMBED_TOKENS,
+        src,
+        "embed_tokens.weight",
+        v,
+        h,
+        pool,
+    )?;
     if p > 0 {
         let vp = cfg.vocab_size_per_layer_input();
         write_int8_table(
             dir,
-            "embed_tokens_per_layer",
+            names::EMBED_TOKENS_PER_LAYER,
             src,
             "embed_tokens_per_layer.weight",
             vp,
@@ -135,22 +145,23 @@ pub fn write_side_files(
             pool,
         )?;
         let proj = src.load_rows("per_layer_model_projection.weight", 0, l * p, h)?;
-        write_file(&dir.join("per_layer_projection.bin"), &f16_bytes(proj))?;
+        write_file(
+            &dir.join(names::PER_LAYER_PROJECTION_FILE),
+            &f16_bytes(proj),
+        )?;
         let norm = src.load_rows("per_layer_projection_norm.weight", 0, 1, p)?;
-        write_file(&dir.join("per_layer_norm_weight.bin"), &f16_bytes(norm))?;
+        write_file(&dir.join(names::PER_LAYER_NORM_FILE), &f16_bytes(norm))?;
     }
 
     let rows = rope_rows(plan.ctx);
-    for (t, label) in [
-        (gemma4::config::LayerType::Sliding, "sliding"),
-        (gemma4::config::LayerType::Full, "full"),
-    ] {
+    for kind in LayerKind::ALL {
+        let t = layer_type(kind);
         let Some(_) = cfg.head_dim_of_type(t) else {
             continue;
         };
         let table = gemma4::rope::RopeTable::new(cfg, t)?;
         let (cos, sin) = table.cos_sin(0, rows);
-        for (name, v) in [("cos", cos), ("sin", sin)] {
+        for (name, v) in [(RopeTable::Cos, cos), (RopeTable::Sin, sin)] {
             // fp16 like the shipped tables; fp32 builds (not for the Neural Engine) keep exact rows.
             let bytes = if plan.fp32 {
                 super::npy::encode_f32_2d(rows, table.head_dim, &v)
@@ -158,17 +169,15 @@ pub fn write_side_files(
                 let h: Vec<f16> = v.into_iter().map(f16::from_f32).collect();
                 super::npy::encode_f16_2d(rows, table.head_dim, &h)
             };
-            write_file(&dir.join(format!("{name}_{label}.npy")), &bytes)?;
+            write_file(&dir.join(kind.rope_file(name)), &bytes)?;
         }
     }
 
-    let mc = model_config(plan, cfg, facts);
-    let mut text = serde_json::to_string_pretty(&mc).unwrap_or_default();
-    text.push('\n');
-    write_file(&dir.join("model_config.json"), text.as_bytes())?;
+    let text = model_config(plan, cfg, facts).to_json()?;
+    write_file(&dir.join(MODEL_CONFIG_NAME), text.as_bytes())?;
 
     if let Some(md) = model_dir {
-        let hf = dir.join("hf_model");
+        let hf = dir.join(names::HF_MODEL_DIR);
         std::fs::create_dir_all(&hf).map_err(io_err(&hf))?;
         for f in HF_FILES {
             let s = md.join(f);
@@ -181,106 +190,85 @@ pub fn write_side_files(
     Ok(())
 }
 
-fn policy_name(p: &crate::plan::CachePolicy) -> &'static str {
-    match p {
-        crate::plan::CachePolicy::ShiftRegister { .. } => "shift_register",
-        crate::plan::CachePolicy::Positional { .. } => "positional",
-    }
-}
-
-/// `model_config.json`: the fields the Swift runtime reads (names as it spells them), plus the plan
-/// facts our own runtime uses (`variant`, `chunks`, cache lengths and policies, RoPE rows) and, only
-/// when those functions are built (so a decode-only set is unchanged), `verify_k` / `verify_function`
-/// and `prefill_length` / `prefill_chunks` (name, layers, the layer behind each K/V output) /
-/// `prefill_sliding_mask` (sliding layers use `causal_mask` plus an in-graph window band).
+/// `model_config.json` of a set: the fields the Swift runtime reads (names as it spells them), plus
+/// the plan facts our own runtime uses (`variant`, `chunks` with their KV slot maps, cache lengths and
+/// policies, RoPE rows) and, only when those functions are built (so a decode-only set is unchanged),
+/// `verify_k` / `verify_function` and `prefill_length` / `prefill_chunks` (name, layers, the layer
+/// behind each K/V output) / `prefill_sliding_mask` (sliding layers use `causal_mask` plus an
+/// in-graph window band).
 pub fn model_config(
     plan: &ChunkPlan,
     cfg: &gemma4::config::Gemma4Config,
     facts: &SetFacts<'_>,
-) -> serde_json::Value {
-    let (model_name, quantization) = (facts.model_name, facts.quantization);
+) -> ModelConfig {
     let lay = &plan.layout;
     let h = lay.hidden as f64;
     let p = lay.ple_dim as f64;
-    let layer_types: Vec<&str> = lay
-        .layers
-        .iter()
-        .map(|x| match x.kind {
-            LayerKind::Sliding => "sliding_attention",
-            LayerKind::Full => "full_attention",
-        })
-        .collect();
     let eos = cfg.eos_token_ids();
-    let mut mc = json!({
-        "model_name": model_name,
-        "architecture": "gemma4",
-        "hidden_size": lay.hidden,
-        "num_hidden_layers": lay.num_layers(),
-        "num_layers": lay.num_layers(),
-        "num_attention_heads": lay.num_heads,
-        "num_key_value_heads": lay.kv_heads(LayerKind::Sliding).or(lay.kv_heads(LayerKind::Full)),
-        "head_dim": lay.head_dim(LayerKind::Sliding),
-        "global_head_dim": lay.head_dim(LayerKind::Full),
-        "vocab_size": lay.vocab,
-        "vocab_size_per_layer_input": cfg.vocab_size_per_layer_input(),
-        "context_length": plan.ctx,
-        "sliding_window": lay.sliding_window,
-        "per_layer_dim": lay.ple_dim,
-        "num_kv_shared_layers": lay.num_layers() - lay.first_shared(),
-        "layer_types": layer_types,
-        "embed_scale": h.sqrt(),
-        "per_layer_embed_scale": p.sqrt(),
-        "per_layer_model_projection_scale": 1.0 / h.sqrt(),
-        "per_layer_input_scale": std::f64::consts::FRAC_1_SQRT_2,
-        "rms_norm_eps": lay.rms_norm_eps,
-        "bos_token_id": cfg.bos_token_id(),
-        "eos_token_id": eos.first(),
-        "eos_token_ids": eos,
-        "pad_token_id": cfg.pad_token_id(),
-        "final_logit_softcapping": lay.final_logit_softcapping,
-        "quantization": quantization,
-        "compute_units": "CPU_AND_NE",
-        "tokenizer_repo": "hf_model",
-        "precision": if plan.fp32 { "fp32" } else { "fp16" },
-        "variant": plan.variant.name(),
-        // `kv_slots`: which layer owns which slot of the chunk's `K_sliding_*` / `K_full_*` buffers
-        // (what the Swift runtime re-derives in `buildKVSlotMap`); hosts need it to write prefill
-        // K/V back into the decode caches.
-        "chunks": plan.chunks.iter().map(|c| json!({
-            "name": c.name,
-            "layers": [c.layers.start, c.layers.end],
-            "kv_slots": c.kv_slots,
-        })).collect::<Vec<_>>(),
-        "sliding_cache_length": plan.sliding_cache.len(),
-        "full_cache_length": plan.full_cache.len(),
-        "sliding_cache_policy": policy_name(&plan.sliding_cache),
-        "full_cache_policy": policy_name(&plan.full_cache),
-        "rope_rows": rope_rows(plan.ctx),
-        "rope": "hf",
-    });
-    if let Some(o) = mc.as_object_mut() {
-        if let Some(k) = facts.verify_k {
-            o.insert("verify_k".into(), k.into());
-            o.insert("verify_function".into(), crate::emit::VERIFY_FN.into());
-        }
-        if let Some((n, chunks)) = facts.prefill {
-            o.insert("prefill_length".into(), n.into());
-            o.insert(
-                "prefill_sliding_mask".into(),
-                "causal_mask_plus_window_band".into(),
-            );
-            let list: Vec<serde_json::Value> = chunks
+    let prefill = facts.functions.prefill;
+    ModelConfig {
+        model_name: facts.model_name.to_string(),
+        architecture: model_config::ARCHITECTURE.into(),
+        hidden_size: lay.hidden,
+        num_hidden_layers: lay.num_layers(),
+        num_layers: lay.num_layers(),
+        num_attention_heads: lay.num_heads,
+        num_key_value_heads: lay
+            .kv_heads(LayerKind::Sliding)
+            .or(lay.kv_heads(LayerKind::Full)),
+        head_dim: lay.head_dim(LayerKind::Sliding),
+        global_head_dim: lay.head_dim(LayerKind::Full),
+        vocab_size: lay.vocab,
+        vocab_size_per_layer_input: cfg.vocab_size_per_layer_input(),
+        context_length: plan.ctx,
+        sliding_window: lay.sliding_window,
+        per_layer_dim: lay.ple_dim,
+        num_kv_shared_layers: lay.num_layers() - lay.first_shared(),
+        layer_types: lay.layers.iter().map(|x| x.kind).collect(),
+        embed_scale: h.sqrt(),
+        per_layer_embed_scale: p.sqrt(),
+        per_layer_model_projection_scale: 1.0 / h.sqrt(),
+        per_layer_input_scale: std::f64::consts::FRAC_1_SQRT_2,
+        rms_norm_eps: lay.rms_norm_eps,
+        bos_token_id: cfg.bos_token_id(),
+        eos_token_id: eos.first().copied(),
+        eos_token_ids: eos.to_vec(),
+        pad_token_id: cfg.pad_token_id(),
+        final_logit_softcapping: lay.final_logit_softcapping,
+        quantization: facts.quantization.to_string(),
+        compute_units: model_config::COMPUTE_UNITS.into(),
+        tokenizer_repo: names::HF_MODEL_DIR.into(),
+        precision: Precision::from_fp32(plan.fp32),
+        variant: plan.variant.name().into(),
+        chunks: plan
+            .chunks
+            .iter()
+            .map(|c| ChunkEntry {
+                name: c.name.clone(),
+                layers: c.layer_bounds(),
+                kv_slots: c.kv_slots.clone(),
+            })
+            .collect(),
+        sliding_cache_length: plan.sliding_cache.len(),
+        full_cache_length: plan.full_cache.len(),
+        sliding_cache_policy: plan.sliding_cache.kind(),
+        full_cache_policy: plan.full_cache.kind(),
+        rope_rows: rope_rows(plan.ctx),
+        rope: model_config::ROPE_HF.into(),
+        verify_k: facts.functions.verify,
+        verify_function: facts.functions.verify.map(|_| VERIFY_FN.into()),
+        prefill_length: prefill,
+        prefill_sliding_mask: prefill.map(|_| model_config::PREFILL_SLIDING_MASK.into()),
+        prefill_chunks: prefill.map(|_| {
+            facts
+                .prefill_chunks
                 .iter()
-                .map(|c| {
-                    json!({
-                        "name": c.name,
-                        "layers": [c.layers.start, c.layers.end],
-                        "kv": plan.prefill_kv_outputs(c),
-                    })
+                .map(|c| PrefillChunkEntry {
+                    name: c.name.clone(),
+                    layers: c.layer_bounds(),
+                    kv: plan.prefill_kv_outputs(c),
                 })
-                .collect();
-            o.insert("prefill_chunks".into(), list.into());
-        }
+                .collect()
+        }),
     }
-    mc
 }

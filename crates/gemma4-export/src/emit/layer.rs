@@ -27,6 +27,7 @@ use crate::error::{ExportError, Result};
 use crate::layout::LayerKind;
 use crate::plan::{AttentionForm, CachePolicy, FunctionKind};
 use crate::weights::Weights;
+use chunkset::names::{self, Dir, KvPart};
 use mil::builder::FunctionBuilder;
 use mil::{TensorValue, Var};
 
@@ -51,11 +52,6 @@ fn layer_body(
     i: usize,
     x: &Var,
 ) -> Result<Var> {
-    let chunk_name = ctx.chunk.name.clone();
-    let me = |source| ExportError::Mil {
-        chunk: chunk_name.clone(),
-        source: Box::new(source),
-    };
     let lay = ctx.plan.layout.clone();
     let info = &lay.layers[i];
     let (h, nh, d, kvh) = (lay.hidden, lay.num_heads, info.head_dim, info.kv_heads);
@@ -63,20 +59,13 @@ fn layer_body(
     let key = |s: &str| format!("layers.{i}.{s}");
     let kind = info.kind;
     let sq = ctx.positions();
-    let (cos, sin) = match kind {
-        LayerKind::Sliding => ("cos_s", "sin_s"),
-        LayerKind::Full => ("cos_f", "sin_f"),
-    };
-    let (cos, sin, mask) = (
-        ctx.input(cos).map_err(me)?,
-        ctx.input(sin).map_err(me)?,
-        ctx.mask(kind).map_err(me)?,
-    );
+    let (cos, sin) = kind.rope_inputs();
+    let (cos, sin, mask) = (ctx.input(cos)?, ctx.input(sin)?, ctx.mask(kind)?);
 
     // ---- attention
     let g_in = w.vector(&key("input_layernorm.weight"), h)?;
-    let hn = rms_norm(b, "input_norm", x, Some(g_in), eps, h).map_err(me)?;
-    let h4 = to_nchw(b, "input_nchw", &hn, h, sq).map_err(me)?;
+    let hn = rms_norm(b, "input_norm", x, Some(g_in), eps, h)?;
+    let h4 = to_nchw(b, "input_nchw", &hn, h, sq)?;
 
     let wq = w.conv_weight(
         b,
@@ -86,24 +75,18 @@ fn layer_body(
         h,
     )?;
     let g_q = w.vector(&key("self_attn.q_norm.weight"), d)?;
-    let q = (|| -> R<Var> {
-        let q = b.conv_1x1("q_proj", &h4, &wq, None)?;
-        let q = split_heads(b, "q_heads", &q, nh, d, sq)?;
-        let q = rms_norm(b, "q_norm", &q, Some(g_q), eps, d)?;
-        rope(b, "q_rope", &q, &cos, &sin)
-    })()
-    .map_err(me)?;
+    let q = b.conv_1x1("q_proj", &h4, &wq, None)?;
+    let q = split_heads(b, "q_heads", &q, nh, d, sq)?;
+    let q = rms_norm(b, "q_norm", &q, Some(g_q), eps, d)?;
+    let q = rope(b, "q_rope", &q, &cos, &sin)?;
 
     let (k_att, v_att) = match info.kv_source {
         None => own_kv(b, ctx, w, i, &h4, &cos, &sin)?,
         Some(_) => match ctx.shared.get(&kind) {
             Some(kv) => kv.clone(),
             None => {
-                let (kn, vn) = match kind {
-                    LayerKind::Sliding => ("kv13_k", "kv13_v"),
-                    LayerKind::Full => ("kv14_k", "kv14_v"),
-                };
-                (ctx.input(kn).map_err(me)?, ctx.input(vn).map_err(me)?)
+                let (kn, vn) = kind.shared_kv();
+                (ctx.input(kn)?, ctx.input(vn)?)
             }
         },
     };
@@ -120,23 +103,17 @@ fn layer_body(
         (_, FunctionKind::Prefill { .. }) | (LayerKind::Sliding, _) => AttentionForm::Plain,
         (LayerKind::Full, _) => ctx.plan.full_attention,
     };
-    let t_len = match kind {
-        LayerKind::Sliding => ctx.plan.sliding_cache.len(),
-        LayerKind::Full => ctx.plan.full_cache.len(),
-    };
-    let x = (|| -> R<Var> {
-        let ctx4 = b.with_scope("attn", |b| match form {
-            AttentionForm::Plain => attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq),
-            AttentionForm::Flash { block } => {
-                flash_attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, t_len, block)
-            }
-        })?;
-        let a = b.conv_1x1("o_proj", &ctx4, &wo, None)?;
-        let a = from_nchw(b, "attn_out", &a, h, sq)?;
-        let a = rms_norm(b, "post_attn_norm", &a, Some(g_post), eps, h)?;
-        b.add("attn_residual", x, &a)
-    })()
-    .map_err(me)?;
+    let t_len = ctx.plan.cache(kind).len();
+    let ctx4 = b.with_scope("attn", |b| match form {
+        AttentionForm::Plain => attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq),
+        AttentionForm::Flash { block } => {
+            flash_attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, t_len, block)
+        }
+    })?;
+    let a = b.conv_1x1("o_proj", &ctx4, &wo, None)?;
+    let a = from_nchw(b, "attn_out", &a, h, sq)?;
+    let a = rms_norm(b, "post_attn_norm", &a, Some(g_post), eps, h)?;
+    let x = b.add("attn_residual", x, &a)?;
 
     // ---- MLP
     let inter = info.intermediate;
@@ -157,19 +134,16 @@ fn layer_body(
         inter,
     )?;
     let g_post_ff = w.vector(&key("post_feedforward_layernorm.weight"), h)?;
-    let x = (|| -> R<Var> {
-        let m = rms_norm(b, "pre_ff_norm", &x, Some(g_pre), eps, h)?;
-        let m4 = to_nchw(b, "mlp_nchw", &m, h, sq)?;
-        let g = b.conv_1x1("gate_proj", &m4, &wg, None)?;
-        let u = b.conv_1x1("up_proj", &m4, &wu, None)?;
-        let g = gelu_tanh(b, "gate_act", &g)?;
-        let gu = b.mul("gate_up", &g, &u)?;
-        let dn = b.conv_1x1("down_proj", &gu, &wd, None)?;
-        let dn = from_nchw(b, "mlp_out", &dn, h, sq)?;
-        let dn = rms_norm(b, "post_ff_norm", &dn, Some(g_post_ff), eps, h)?;
-        b.add("mlp_residual", &x, &dn)
-    })()
-    .map_err(me)?;
+    let m = rms_norm(b, "pre_ff_norm", &x, Some(g_pre), eps, h)?;
+    let m4 = to_nchw(b, "mlp_nchw", &m, h, sq)?;
+    let g = b.conv_1x1("gate_proj", &m4, &wg, None)?;
+    let u = b.conv_1x1("up_proj", &m4, &wu, None)?;
+    let g = gelu_tanh(b, "gate_act", &g)?;
+    let gu = b.mul("gate_up", &g, &u)?;
+    let dn = b.conv_1x1("down_proj", &gu, &wd, None)?;
+    let dn = from_nchw(b, "mlp_out", &dn, h, sq)?;
+    let dn = rms_norm(b, "post_ff_norm", &dn, Some(g_post_ff), eps, h)?;
+    let x = b.add("mlp_residual", &x, &dn)?;
 
     // ---- per-layer input (PLE)
     let x = if let Some(ple) = ctx.ple.clone() {
@@ -189,31 +163,28 @@ fn layer_body(
             p,
         )?;
         let g_ple = w.vector(&key("post_per_layer_input_norm.weight"), h)?;
-        (|| -> R<Var> {
-            let x4 = to_nchw(b, "ple_nchw", &x, h, sq)?;
-            let g = b.conv_1x1("ple_gate", &x4, &wgate, None)?;
-            let g = gelu_tanh(b, "ple_gate_act", &g)?;
-            let slice = b.slice_axis(
-                "ple_slice",
-                &ple,
-                -1,
-                (i * p) as i32,
-                Some(((i + 1) * p) as i32),
-            )?;
-            let slice = to_nchw(b, "ple_slice_nchw", &slice, p, sq)?;
-            let g = b.mul("ple_gated", &g, &slice)?;
-            let pr = b.conv_1x1("ple_proj", &g, &wproj, None)?;
-            let pr = from_nchw(b, "ple_out", &pr, h, sq)?;
-            let pr = rms_norm(b, "post_ple_norm", &pr, Some(g_ple), eps, h)?;
-            b.add("ple_residual", &x, &pr)
-        })()
-        .map_err(me)?
+        let x4 = to_nchw(b, "ple_nchw", &x, h, sq)?;
+        let g = b.conv_1x1("ple_gate", &x4, &wgate, None)?;
+        let g = gelu_tanh(b, "ple_gate_act", &g)?;
+        let slice = b.slice_axis(
+            "ple_slice",
+            &ple,
+            -1,
+            (i * p) as i32,
+            Some(((i + 1) * p) as i32),
+        )?;
+        let slice = to_nchw(b, "ple_slice_nchw", &slice, p, sq)?;
+        let g = b.mul("ple_gated", &g, &slice)?;
+        let pr = b.conv_1x1("ple_proj", &g, &wproj, None)?;
+        let pr = from_nchw(b, "ple_out", &pr, h, sq)?;
+        let pr = rms_norm(b, "post_ple_norm", &pr, Some(g_ple), eps, h)?;
+        b.add("ple_residual", &x, &pr)?
     } else {
         x
     };
 
     let s = w.scalar(&key("layer_scalar"))?;
-    b.mul("scaled", &x, s).map_err(me)
+    Ok(b.mul("scaled", &x, s)?)
 }
 
 /// Project, normalise and rotate this layer's K/V, update the layer's cache slot per the function
@@ -227,11 +198,6 @@ fn own_kv(
     cos: &Var,
     sin: &Var,
 ) -> Result<(Var, Var)> {
-    let chunk_name = ctx.chunk.name.clone();
-    let me = |source| ExportError::Mil {
-        chunk: chunk_name.clone(),
-        source: Box::new(source),
-    };
     let lay = ctx.plan.layout.clone();
     let info = &lay.layers[i];
     let (h, d, kvh) = (lay.hidden, info.head_dim, info.kv_heads);
@@ -254,26 +220,24 @@ fn own_kv(
     )?;
     let g_k = w.vector(&key("self_attn.k_norm.weight"), d)?;
     let (ka, va) = match ctx.kind {
-        FunctionKind::Decode => decode_cache(b, ctx, i, |b| {
-            project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)
-        })?,
+        FunctionKind::Decode => {
+            let pad = slot_padding(ctx, i)?;
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)?;
+            update_cache(b, ctx, i, &k, &v, pad)?
+        }
         FunctionKind::Verify { .. } => {
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps).map_err(me)?;
-            let kv = verify_cache(b, ctx, i, &k, &v)?;
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)?;
+            let kv = update_cache(b, ctx, i, &k, &v, None)?;
             ctx.rows.insert(i, (k, v));
             kv
         }
         FunctionKind::Prefill { .. } => {
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps).map_err(me)?;
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)?;
             ctx.rows.insert(i, (k.clone(), v.clone()));
             (k, v)
         }
     };
-    let producer = match info.kind {
-        LayerKind::Sliding => ctx.plan.sliding_producer,
-        LayerKind::Full => ctx.plan.full_producer,
-    };
-    if producer == Some(i) {
+    if ctx.plan.producer(info.kind) == Some(i) {
         ctx.shared.insert(info.kind, (ka.clone(), va.clone()));
     }
     Ok((ka, va))
@@ -304,165 +268,125 @@ fn project_kv(
     Ok((k, v))
 }
 
-/// The slot of KV-owning layer `i` and its cache policy and I/O label.
-fn slot_of(ctx: &Ctx<'_>, i: usize) -> Result<(usize, CachePolicy, &'static str)> {
-    let slot = ctx
-        .chunk
-        .slot_of(i)
-        .ok_or_else(|| {
-            ExportError::Unsupported(format!(
-                "layer {i} owns KV but has no slot in chunk {}",
-                ctx.chunk.name
-            ))
-        })?
-        .slot;
-    Ok(match ctx.plan.layout.layers[i].kind {
-        LayerKind::Sliding => (slot, ctx.plan.sliding_cache, "sliding"),
-        LayerKind::Full => (slot, ctx.plan.full_cache, "full"),
+/// Decode: the zeros that pad layer `i`'s new row `[1, kv, 1, D]` to the slot width, if it is
+/// narrower.
+fn slot_padding(ctx: &Ctx<'_>, i: usize) -> Result<Option<TensorValue>> {
+    let lay = &ctx.plan.layout;
+    let (d, kvh) = (lay.layers[i].head_dim, lay.layers[i].kv_heads);
+    let maxhd = lay.max_head_dim();
+    if d >= maxhd {
+        return Ok(None);
+    }
+    let n = kvh * (maxhd - d);
+    let shape = [1, kvh, 1, maxhd - d];
+    let t = if ctx.plan.fp32 {
+        TensorValue::from_f32(&shape, &vec![0.0; n])
+    } else {
+        TensorValue::from_f16(&shape, &vec![half::f16::ZERO; n])
+    };
+    t.map(Some).map_err(|source| ExportError::Value {
+        tensor: "kv_pad".into(),
+        source,
     })
 }
 
-/// Decode: pad the new row to the slot width, write it into the slot (shift register or one-hot blend),
-/// record the new padded cache for `*_out` and return the cache at the true head dim.
-fn decode_cache(
-    b: &mut FunctionBuilder,
-    ctx: &mut Ctx<'_>,
-    i: usize,
-    project: impl FnOnce(&mut FunctionBuilder) -> R<(Var, Var)>,
-) -> Result<(Var, Var)> {
-    let chunk_name = ctx.chunk.name.clone();
-    let me = |source| ExportError::Mil {
-        chunk: chunk_name.clone(),
-        source: Box::new(source),
-    };
-    let lay = &ctx.plan.layout;
-    let info = &lay.layers[i];
-    let (d, kvh) = (info.head_dim, info.kv_heads);
-    let maxhd = lay.max_head_dim();
-    let (slot, policy, label) = slot_of(ctx, i)?;
-    let pad = if d < maxhd {
-        let n = kvh * (maxhd - d);
-        let t = if ctx.plan.fp32 {
-            TensorValue::from_f32(&[1, kvh, 1, maxhd - d], &vec![0.0; n])
-        } else {
-            TensorValue::from_f16(&[1, kvh, 1, maxhd - d], &vec![half::f16::ZERO; n])
-        };
-        Some(t.map_err(|source| ExportError::Value {
-            tensor: "kv_pad".into(),
-            source,
-        })?)
-    } else {
-        None
-    };
-    let k_in = ctx.input(&format!("K_{label}_in")).map_err(me)?;
-    let v_in = ctx.input(&format!("V_{label}_in")).map_err(me)?;
-    let keep = ctx.keep_mask.clone();
-    let um = ctx.inputs.get("update_mask").cloned();
-
-    let r = (|| -> R<(Var, Var, Var, Var)> {
-        let (k, v) = project(b)?;
-        let mut upd = |name: &str, new: &Var, cache_in: &Var| -> R<(Var, Var)> {
-            b.with_scope(name, |b| {
-                let new = match &pad {
-                    Some(z) => b.concat(
-                        "padded",
-                        [mil::builder::Operand::from(new), z.clone().into()],
-                        -1,
-                        false,
-                    )?,
-                    None => new.clone(),
-                };
-                let old = b.slice_axis("old", cache_in, 0, slot as i32, Some(slot as i32 + 1))?;
-                let cache = match policy {
-                    CachePolicy::ShiftRegister { .. } => {
-                        let kept = b.slice_axis("shifted", &old, 2, 1, None)?;
-                        b.concat("cache", [&kept, &new], 2, false)?
-                    }
-                    CachePolicy::Positional { .. } => {
-                        let (Some(keep), Some(um)) = (&keep, &um) else {
-                            return Err(mil::MilError::Argument {
-                                op: "kv_update".into(),
-                                name: name.into(),
-                                msg: "positional cache without update_mask".into(),
-                            });
-                        };
-                        let a = b.mul("kept", &old, keep)?;
-                        let c = b.mul("written", &new, um)?;
-                        b.add("cache", &a, &c)?
-                    }
-                };
-                let att = if d < maxhd {
-                    b.slice_axis("attend", &cache, -1, 0, Some(d as i32))?
-                } else {
-                    cache.clone()
-                };
-                Ok((cache, att))
-            })
-        };
-        let (kc, ka) = upd("k_cache", &k, &k_in)?;
-        let (vc, va) = upd("v_cache", &v, &v_in)?;
-        Ok((kc, vc, ka, va))
-    })();
-    let (kc, vc, ka, va) = r.map_err(me)?;
-    ctx.new_caches.insert((info.kind, slot), (kc, vc));
-    Ok((ka, va))
+/// How new rows enter a positional cache.
+enum Write {
+    /// Decode: `old·keep + new·update_mask` (one-hot row).
+    Blend { keep: Var, mask: Var },
+    /// Verify: `old·keep + update_indicator·new` (row `j` to the slot of position `p + j`).
+    Scatter { keep: Var, indicator: Var },
 }
 
-/// Verify: the slot at the true head dim, updated locally with the `S` new rows (shift register: drop
-/// the oldest `S` rows and append; positional: `old·keep + update_indicator·new`); returned for
-/// attention only.
-fn verify_cache(
+/// Write the `S` new rows `k`, `v` (`[1, kv, S, D]`) of KV-owning layer `i` into its cache slot and
+/// return what attention reads (`[1, kv, T, D]`): shift register — drop the oldest `S` rows and
+/// append; positional — [`Write::Blend`] (decode) or [`Write::Scatter`] (verify).
+///
+/// Decode (`pad` given when the layer's head dim is narrower than the slot) works at the slot width:
+/// the rows are padded first, the updated slot is recorded for the `*_out` caches, and attention
+/// reads its true-width columns. Verify works at the true width: the slot is narrowed first, and the
+/// updated cache is only attended over.
+fn update_cache(
     b: &mut FunctionBuilder,
     ctx: &mut Ctx<'_>,
     i: usize,
     k: &Var,
     v: &Var,
+    pad: Option<TensorValue>,
 ) -> Result<(Var, Var)> {
-    let chunk_name = ctx.chunk.name.clone();
-    let me = |source| ExportError::Mil {
-        chunk: chunk_name.clone(),
-        source: Box::new(source),
-    };
+    let decode = ctx.kind == FunctionKind::Decode;
+    let kind = ctx.plan.layout.layers[i].kind;
     let d = ctx.plan.layout.layers[i].head_dim;
-    let maxhd = ctx.plan.layout.max_head_dim();
-    let sq = ctx.positions();
-    let (slot, policy, label) = slot_of(ctx, i)?;
-    let k_in = ctx.input(&format!("K_{label}_in")).map_err(me)?;
-    let v_in = ctx.input(&format!("V_{label}_in")).map_err(me)?;
-    let keep = ctx.keep_mask.clone();
-    let ind = ctx.inputs.get("update_indicator").cloned();
-    let r = (|| -> R<(Var, Var)> {
-        let mut upd = |name: &str, new: &Var, cache_in: &Var| -> R<Var> {
-            b.with_scope(name, |b| {
-                let old = b.slice_axis("old", cache_in, 0, slot as i32, Some(slot as i32 + 1))?;
-                let old = if d < maxhd {
-                    b.slice_axis("old_true", &old, -1, 0, Some(d as i32))?
-                } else {
-                    old
-                };
-                match policy {
-                    CachePolicy::ShiftRegister { .. } => {
-                        let kept = b.slice_axis("shifted", &old, 2, sq as i32, None)?;
-                        b.concat("cache", [&kept, new], 2, false)
-                    }
-                    CachePolicy::Positional { .. } => {
-                        let (Some(keep), Some(ind)) = (&keep, &ind) else {
-                            return Err(mil::MilError::Argument {
-                                op: "kv_update".into(),
-                                name: name.into(),
-                                msg: "positional cache without update_indicator".into(),
-                            });
-                        };
-                        let a = b.mul("kept", &old, keep)?;
-                        let c = b.matmul("written", ind, new, false, false)?;
-                        b.add("cache", &a, &c)
-                    }
+    let narrow = d < ctx.plan.layout.max_head_dim();
+    let sq = ctx.positions() as i32;
+    let slot = ctx
+        .chunk
+        .slot_of(i)
+        .ok_or_else(|| ExportError::Internal(format!("layer {i} owns KV but has no slot")))?
+        .slot as i32;
+    let policy = ctx.plan.cache(kind);
+    let write = match (policy, ctx.keep_mask.clone()) {
+        (CachePolicy::ShiftRegister { .. }, _) => None,
+        (CachePolicy::Positional { .. }, Some(keep)) if decode => Some(Write::Blend {
+            keep,
+            mask: ctx.input(names::UPDATE_MASK)?,
+        }),
+        (CachePolicy::Positional { .. }, Some(keep)) => Some(Write::Scatter {
+            keep,
+            indicator: ctx.input(names::UPDATE_INDICATOR)?,
+        }),
+        (CachePolicy::Positional { .. }, None) => {
+            return Err(ExportError::Internal(format!(
+                "layer {i}: positional cache without update_mask / update_indicator"
+            )));
+        }
+    };
+    let mut upd = |scope: &str, new: &Var, part: KvPart| -> Result<(Var, Var)> {
+        let cache_in = ctx.input(&kind.cache(part, Dir::In))?;
+        Ok(b.with_scope(scope, |b| -> R<(Var, Var)> {
+            let new = match &pad {
+                Some(z) => b.concat(
+                    "padded",
+                    [mil::builder::Operand::from(new), z.clone().into()],
+                    -1,
+                    false,
+                )?,
+                None => new.clone(),
+            };
+            let old = b.slice_axis("old", &cache_in, 0, slot, Some(slot + 1))?;
+            let old = if narrow && !decode {
+                b.slice_axis("old_true", &old, -1, 0, Some(d as i32))?
+            } else {
+                old
+            };
+            let cache = match &write {
+                None => {
+                    let kept = b.slice_axis("shifted", &old, 2, sq, None)?;
+                    b.concat("cache", [&kept, &new], 2, false)?
                 }
-            })
-        };
-        let kc = upd("k_cache", k, &k_in)?;
-        let vc = upd("v_cache", v, &v_in)?;
-        Ok((kc, vc))
-    })();
-    r.map_err(me)
+                Some(Write::Blend { keep, mask }) => {
+                    let a = b.mul("kept", &old, keep)?;
+                    let c = b.mul("written", &new, mask)?;
+                    b.add("cache", &a, &c)?
+                }
+                Some(Write::Scatter { keep, indicator }) => {
+                    let a = b.mul("kept", &old, keep)?;
+                    let c = b.matmul("written", indicator, &new, false, false)?;
+                    b.add("cache", &a, &c)?
+                }
+            };
+            let attend = if narrow && decode {
+                b.slice_axis("attend", &cache, -1, 0, Some(d as i32))?
+            } else {
+                cache.clone()
+            };
+            Ok((cache, attend))
+        })?)
+    };
+    let (kc, ka) = upd("k_cache", k, KvPart::K)?;
+    let (vc, va) = upd("v_cache", v, KvPart::V)?;
+    if decode {
+        ctx.new_caches.insert((kind, slot as usize), (kc, vc));
+    }
+    Ok((ka, va))
 }

@@ -35,30 +35,17 @@ use crate::error::{ExportError, Result};
 use crate::layout::LayerKind;
 use crate::plan::{ChunkPlan, ChunkSpec, FunctionKind, IoDType};
 use crate::weights::Weights;
-use blocks::{R, from_nchw, group_mask, rms_norm, to_nchw};
+use blocks::{from_nchw, group_mask, rms_norm, to_nchw};
+use chunkset::names::{self, Dir, KvPart};
 use mil::builder::FunctionBuilder;
 use mil::{DType, Function, TensorType, Var};
 use std::collections::BTreeMap;
 
-/// Name of the decode function.
-pub const DECODE_FN: &str = "decode_q1";
-/// Name of the verify function (the reference runtime loads it by this literal name, whatever K).
-pub const VERIFY_FN: &str = "verify_qK";
-/// Name of the prefill function (prefill packages are single-function, like the reference's).
-pub const PREFILL_FN: &str = "main";
-/// Name of the softcapped, pre-argmax logits value in the head chunk (`[1, S, V]`).
-pub const LOGITS: &str = "logits";
+pub use chunkset::names::LOGITS;
+pub use chunkset::{DECODE_FN, PREFILL_FN, VERIFY_FN};
+
 /// Fill of the constant sliding band of prefill (hidden keys); finite, so blobs hold no infinities.
 const BAND_FILL: f32 = -65504.0;
-
-/// The MIL function name of a function kind.
-pub fn function_name(kind: FunctionKind) -> &'static str {
-    match kind {
-        FunctionKind::Decode => DECODE_FN,
-        FunctionKind::Verify { .. } => VERIFY_FN,
-        FunctionKind::Prefill { .. } => PREFILL_FN,
-    }
-}
 
 fn io_dtype(d: IoDType) -> DType {
     match d {
@@ -96,26 +83,19 @@ impl Ctx<'_> {
     }
 
     /// The attention mask of layers of `kind`.
-    pub(crate) fn mask(&self, kind: LayerKind) -> R<Var> {
+    pub(crate) fn mask(&self, kind: LayerKind) -> Result<Var> {
         self.masks
             .get(&kind)
             .cloned()
-            .ok_or_else(|| mil::MilError::Argument {
-                op: "chunk".into(),
-                name: format!("{kind:?} mask"),
-                msg: format!("chunk {} has no {kind:?} attention mask", self.chunk.name),
-            })
+            .ok_or_else(|| ExportError::Internal(format!("no {} attention mask", kind.label())))
     }
 
-    pub(crate) fn input(&self, name: &str) -> R<Var> {
+    /// The declared input `name`.
+    pub(crate) fn input(&self, name: &str) -> Result<Var> {
         self.inputs
             .get(name)
             .cloned()
-            .ok_or_else(|| mil::MilError::Argument {
-                op: "chunk".into(),
-                name: name.into(),
-                msg: format!("chunk {} has no input `{name}`", self.chunk.name),
-            })
+            .ok_or_else(|| ExportError::Internal(format!("no input `{name}`")))
     }
 }
 
@@ -146,17 +126,22 @@ pub fn emit_prefill(
     emit_function(plan, chunk, FunctionKind::Prefill { n }, w)
 }
 
-/// Emit one function of `chunk`; its I/O is [`ChunkPlan::io`].
+/// Emit one function of `chunk`; its I/O is [`ChunkPlan::io`]. Errors name the chunk and function.
 pub fn emit_function(
     plan: &ChunkPlan,
     chunk: &ChunkSpec,
     kind: FunctionKind,
     w: &mut Weights<'_>,
 ) -> Result<Function> {
-    let mil_err = |source| ExportError::Mil {
-        chunk: chunk.name.clone(),
-        source: Box::new(source),
-    };
+    emit(plan, chunk, kind, w).map_err(|e| e.in_chunk(&chunk.name, Some(kind.name())))
+}
+
+fn emit(
+    plan: &ChunkPlan,
+    chunk: &ChunkSpec,
+    kind: FunctionKind,
+    w: &mut Weights<'_>,
+) -> Result<Function> {
     match kind {
         FunctionKind::Decode => {}
         FunctionKind::Verify { k } => plan.check_verify(k)?,
@@ -166,7 +151,7 @@ pub fn emit_function(
             }
         }
     }
-    let mut b = FunctionBuilder::new(function_name(kind));
+    let mut b = FunctionBuilder::new(kind.name());
     let (ins, outs) = plan.io(chunk, kind);
     let mut ctx = Ctx {
         plan,
@@ -181,105 +166,50 @@ pub fn emit_function(
         shared: BTreeMap::new(),
     };
     for t in &ins {
-        let v = b
-            .input(&t.name, TensorType::new(io_dtype(t.dtype), &t.shape))
-            .map_err(mil_err)?;
+        let v = b.input(&t.name, TensorType::new(io_dtype(t.dtype), &t.shape))?;
         ctx.inputs.insert(t.name.clone(), v);
     }
     let lay = &plan.layout;
-    let sq = kind.positions();
 
-    if let Some(um) = ctx.inputs.get("update_mask").cloned() {
-        ctx.keep_mask = Some(b.sub("update_keep", 1.0, &um).map_err(mil_err)?);
+    if let Some(um) = ctx.inputs.get(names::UPDATE_MASK).cloned() {
+        ctx.keep_mask = Some(b.sub("update_keep", 1.0, &um)?);
     }
-    if let Some(ind) = ctx.inputs.get("update_indicator").cloned() {
-        let r: R<Var> = (|| {
-            let written = b.reduce_sum("update_written", &ind, &[-1], true)?;
-            b.sub("update_keep", 1.0, &written)
-        })();
-        ctx.keep_mask = Some(r.map_err(mil_err)?);
+    if let Some(ind) = ctx.inputs.get(names::UPDATE_INDICATOR).cloned() {
+        let written = b.reduce_sum("update_written", &ind, &[-1], true)?;
+        ctx.keep_mask = Some(b.sub("update_keep", 1.0, &written)?);
     }
-    build_masks(&mut b, &mut ctx).map_err(mil_err)?;
+    build_masks(&mut b, &mut ctx)?;
 
-    let mut x = ctx.input("hidden_states").map_err(mil_err)?;
+    let mut x = ctx.input(names::HIDDEN_STATES)?;
     let mut named_outputs: Vec<(String, Var)> = Vec::new();
 
     // PLE: chunk 1 builds per_layer_combined from per_layer_raw and the scaled embedding.
     if chunk.computes_ple {
         let combined = emit_ple_combine(&mut b, &ctx, &x, w)?;
-        named_outputs.push(("per_layer_combined_out".into(), combined.clone()));
+        named_outputs.push((names::PER_LAYER_COMBINED_OUT.into(), combined.clone()));
         ctx.ple = Some(combined);
     } else if lay.ple_dim > 0 {
-        ctx.ple = Some(ctx.input("per_layer_combined").map_err(mil_err)?);
+        ctx.ple = Some(ctx.input(names::PER_LAYER_COMBINED)?);
     }
 
     for i in chunk.layers.clone() {
         x = layer::emit_layer(&mut b, &mut ctx, w, i, &x)?;
     }
 
-    let mut all: BTreeMap<String, Var> = BTreeMap::new();
-    match kind {
-        FunctionKind::Decode => {
-            let mut head_outputs: Vec<(String, Var)> = Vec::new();
-            if chunk.has_head {
-                let (tok, logit, normed) = emit_head(&mut b, &ctx, w, &x)?;
-                head_outputs.push(("token_id".into(), tok));
-                head_outputs.push(("token_logit".into(), logit));
-                x = normed;
-            }
-            let cache_outputs = decode_cache_outputs(&mut b, &ctx)?;
-            all.extend(head_outputs);
-            all.insert("hidden_states_out".into(), x);
-            all.extend(cache_outputs);
-        }
-        FunctionKind::Verify { .. } => {
-            if chunk.has_head {
-                let (logits, _) = emit_logits(&mut b, &ctx, w, &x, sq)?;
-                let ids = b
-                    .reduce_argmax("argmax", &logits, -1, false, DType::I32)
-                    .map_err(mil_err)?;
-                all.insert("token_ids".into(), ids);
-            }
-            all.insert("hidden_states_out".into(), x);
-            all.extend(verify_row_outputs(&mut b, &ctx)?);
-        }
-        FunctionKind::Prefill { .. } => {
-            if chunk.has_head {
-                let r: R<Var> = (|| {
-                    let m = ctx.input("last_position_mask")?;
-                    let picked = b.mul("last_position_select", &x, &m)?;
-                    b.reduce_sum("last_position_hidden", &picked, &[1], true)
-                })();
-                let last = r.map_err(mil_err)?;
-                let (tok, logit, _) = emit_head(&mut b, &ctx, w, &last)?;
-                all.insert("token_id".into(), tok);
-                all.insert("token_logit".into(), logit);
-            } else {
-                all.insert("hidden_states_out".into(), x);
-            }
-            for kv in plan.prefill_kv_outputs(chunk) {
-                let (k, v) = ctx.rows.get(&kv.layer).cloned().ok_or_else(|| {
-                    ExportError::Unsupported(format!(
-                        "chunk {}: layer {} produced no K/V",
-                        chunk.name, kv.layer
-                    ))
-                })?;
-                all.insert(kv.k, k);
-                all.insert(kv.v, v);
-            }
-        }
-    }
+    let mut all: BTreeMap<String, Var> = match kind {
+        FunctionKind::Decode => decode_outputs(&mut b, &ctx, w, x)?,
+        FunctionKind::Verify { .. } => verify_outputs(&mut b, &ctx, w, x)?,
+        FunctionKind::Prefill { .. } => prefill_outputs(&mut b, &ctx, w, x)?,
+    };
     if chunk.emits_shared_kv && !matches!(kind, FunctionKind::Prefill { .. }) {
-        for (kind, k_name, v_name) in [
-            (LayerKind::Sliding, "kv13_k", "kv13_v"),
-            (LayerKind::Full, "kv14_k", "kv14_v"),
-        ] {
+        for kind in LayerKind::ALL {
             let (k, v) = ctx.shared.get(&kind).cloned().ok_or_else(|| {
-                ExportError::Unsupported(format!(
-                    "chunk {} publishes shared KV but holds no {kind:?} producer",
-                    chunk.name
+                ExportError::Internal(format!(
+                    "publishes shared KV but holds no {} producer",
+                    kind.label()
                 ))
             })?;
+            let (k_name, v_name) = kind.shared_kv();
             all.insert(k_name.into(), k);
             all.insert(v_name.into(), v);
         }
@@ -289,34 +219,96 @@ pub fn emit_function(
     // Declared order of the contract.
     for t in &outs {
         let v = all.get(&t.name).ok_or_else(|| {
-            ExportError::Unsupported(format!(
-                "chunk {}: output `{}` was not produced",
-                chunk.name, t.name
-            ))
+            ExportError::Internal(format!("output `{}` was not produced", t.name))
         })?;
-        b.output(&t.name, v).map_err(mil_err)?;
+        b.output(&t.name, v)?;
     }
 
-    b.finish().map_err(mil_err)
+    Ok(b.finish()?)
+}
+
+/// Decode: `token_id` / `token_logit` (head chunk; `hidden_states_out` is then the normed hidden),
+/// `hidden_states_out`, the new caches.
+fn decode_outputs(
+    b: &mut FunctionBuilder,
+    ctx: &Ctx<'_>,
+    w: &mut Weights<'_>,
+    mut x: Var,
+) -> Result<BTreeMap<String, Var>> {
+    let mut all = BTreeMap::new();
+    if ctx.chunk.has_head {
+        let (tok, logit, normed) = emit_head(b, ctx, w, &x)?;
+        all.insert(names::TOKEN_ID.into(), tok);
+        all.insert(names::TOKEN_LOGIT.into(), logit);
+        x = normed;
+    }
+    let cache_outputs = decode_cache_outputs(b, ctx)?;
+    all.insert(names::HIDDEN_STATES_OUT.into(), x);
+    all.extend(cache_outputs);
+    Ok(all)
+}
+
+/// Verify: `token_ids` (head chunk), `hidden_states_out` (pre-final-norm), the new rows.
+fn verify_outputs(
+    b: &mut FunctionBuilder,
+    ctx: &Ctx<'_>,
+    w: &mut Weights<'_>,
+    x: Var,
+) -> Result<BTreeMap<String, Var>> {
+    let mut all = BTreeMap::new();
+    if ctx.chunk.has_head {
+        let (logits, _) = emit_logits(b, ctx, w, &x, ctx.positions())?;
+        let ids = b.reduce_argmax("argmax", &logits, -1, false, DType::I32)?;
+        all.insert(names::TOKEN_IDS.into(), ids);
+    }
+    all.insert(names::HIDDEN_STATES_OUT.into(), x);
+    all.extend(verify_row_outputs(b, ctx)?);
+    Ok(all)
+}
+
+/// Prefill: `token_id` / `token_logit` of the last real position (head chunk) or
+/// `hidden_states_out`, then every KV-owning layer's K/V.
+fn prefill_outputs(
+    b: &mut FunctionBuilder,
+    ctx: &Ctx<'_>,
+    w: &mut Weights<'_>,
+    x: Var,
+) -> Result<BTreeMap<String, Var>> {
+    let mut all = BTreeMap::new();
+    if ctx.chunk.has_head {
+        let m = ctx.input(names::LAST_POSITION_MASK)?;
+        let picked = b.mul("last_position_select", &x, &m)?;
+        let last = b.reduce_sum("last_position_hidden", &picked, &[1], true)?;
+        let (tok, logit, _) = emit_head(b, ctx, w, &last)?;
+        all.insert(names::TOKEN_ID.into(), tok);
+        all.insert(names::TOKEN_LOGIT.into(), logit);
+    } else {
+        all.insert(names::HIDDEN_STATES_OUT.into(), x);
+    }
+    for kv in ctx.plan.prefill_kv_outputs(ctx.chunk) {
+        let (k, v) =
+            ctx.rows.get(&kv.layer).cloned().ok_or_else(|| {
+                ExportError::Internal(format!("layer {} produced no K/V", kv.layer))
+            })?;
+        all.insert(kv.k, k);
+        all.insert(kv.v, v);
+    }
+    Ok(all)
 }
 
 /// The attention mask of every kind the chunk's layers use: decode takes the inputs as they are;
 /// verify groups them for GQA; prefill derives the sliding mask from `causal_mask` and a constant
 /// band (see the module doc), then groups both.
-fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> R<()> {
+fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> Result<()> {
     let lay = &ctx.plan.layout;
-    for kind in [LayerKind::Sliding, LayerKind::Full] {
+    for kind in LayerKind::ALL {
         if !ctx.chunk.layers.clone().any(|i| lay.layers[i].kind == kind) {
             continue;
         }
-        let (label, input) = match kind {
-            LayerKind::Sliding => ("sliding", "causal_mask_sliding"),
-            LayerKind::Full => ("full", "causal_mask_full"),
-        };
         let base = match ctx.kind {
-            FunctionKind::Decode | FunctionKind::Verify { .. } => ctx.input(input)?,
+            FunctionKind::Decode | FunctionKind::Verify { .. } => ctx.input(kind.causal_mask())?,
             FunctionKind::Prefill { n } => {
-                let causal = ctx.input("causal_mask")?;
+                let causal = ctx.input(names::CAUSAL_MASK)?;
                 let w = lay.sliding_window;
                 if kind == LayerKind::Sliding && n > w {
                     let band: Vec<f32> = (0..n * n)
@@ -327,7 +319,7 @@ fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> R<()> {
                     } else {
                         b.const_f16("sliding_band", &[1, 1, n, n], &band)?
                     };
-                    b.add("causal_mask_sliding", &causal, &band)?
+                    b.add(kind.causal_mask(), &causal, &band)?
                 } else {
                     causal
                 }
@@ -337,7 +329,7 @@ fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> R<()> {
         let mask = if ctx.kind == FunctionKind::Decode {
             base
         } else {
-            group_mask(b, &format!("mask_{label}_groups"), &base, n_rep)?
+            group_mask(b, &format!("mask_{}_groups", kind.label()), &base, n_rep)?
         };
         ctx.masks.insert(kind, mask);
     }
@@ -348,34 +340,37 @@ fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> R<()> {
 /// passes its dummy slot through).
 fn decode_cache_outputs(b: &mut FunctionBuilder, ctx: &Ctx<'_>) -> Result<Vec<(String, Var)>> {
     let chunk = ctx.chunk;
-    let mil_err = |source| ExportError::Mil {
-        chunk: chunk.name.clone(),
-        source: Box::new(source),
-    };
     let mut cache_outputs: Vec<(String, Var)> = Vec::new();
-    if chunk.owns_kv() {
-        for (kind, label, slots) in [
-            (LayerKind::Sliding, "sliding", chunk.sliding_slots),
-            (LayerKind::Full, "full", chunk.full_slots),
-        ] {
-            for (which, idx) in [("K", 0usize), ("V", 1usize)] {
-                let parts: Vec<Var> = (0..slots)
-                    .filter_map(|s| ctx.new_caches.get(&(kind, s)))
-                    .map(|(k, v)| if idx == 0 { k.clone() } else { v.clone() })
-                    .collect();
-                let out = if parts.len() == slots && slots > 1 {
-                    b.concat(&format!("{which}_{label}_stack"), &parts, 0, false)
-                        .map_err(mil_err)?
-                } else if parts.len() == 1 && slots == 1 {
-                    parts[0].clone()
-                } else {
-                    ctx.input(&format!("{which}_{label}_in")).map_err(mil_err)?
-                };
-                cache_outputs.push((format!("{which}_{label}_out"), out));
-            }
+    if !chunk.owns_kv() {
+        return Ok(cache_outputs);
+    }
+    for kind in LayerKind::ALL {
+        let slots = chunk.slots(kind);
+        for part in KvPart::BOTH {
+            let parts: Vec<Var> = (0..slots)
+                .filter_map(|s| ctx.new_caches.get(&(kind, s)))
+                .map(|kv| pick(kv, part))
+                .collect();
+            let out = if parts.len() == slots && slots > 1 {
+                let name = format!("{}_{}_stack", part.letter(), kind.label());
+                b.concat(&name, &parts, 0, false)?
+            } else if parts.len() == 1 && slots == 1 {
+                parts[0].clone()
+            } else {
+                ctx.input(&kind.cache(part, Dir::In))?
+            };
+            cache_outputs.push((kind.cache(part, Dir::Out), out));
         }
     }
     Ok(cache_outputs)
+}
+
+/// The K or V of a pair.
+fn pick((k, v): &(Var, Var), part: KvPart) -> Var {
+    match part {
+        KvPart::K => k.clone(),
+        KvPart::V => v.clone(),
+    }
 }
 
 /// Verify: `new_{K,V}_{sliding,full}` `[slots, kv, K, D]`, the new rows of every slot in slot order
@@ -385,58 +380,45 @@ fn verify_row_outputs(b: &mut FunctionBuilder, ctx: &Ctx<'_>) -> Result<Vec<(Str
     let chunk = ctx.chunk;
     let lay = &ctx.plan.layout;
     let sq = ctx.positions();
-    let mil_err = |source| ExportError::Mil {
-        chunk: chunk.name.clone(),
-        source: Box::new(source),
-    };
     let mut out = Vec::new();
     if !chunk.owns_kv() {
         return Ok(out);
     }
-    for (kind, label, slots) in [
-        (LayerKind::Sliding, "sliding", chunk.sliding_slots),
-        (LayerKind::Full, "full", chunk.full_slots),
-    ] {
+    for kind in LayerKind::ALL {
+        let slots = chunk.slots(kind);
         let layers: Vec<usize> = (0..slots)
-            .filter_map(|s| {
-                chunk
-                    .kv_slots
-                    .iter()
-                    .find(|x| x.kind == kind && x.slot == s)
-                    .map(|x| x.layer)
-            })
+            .filter_map(|s| chunk.layer_in_slot(kind, s))
             .collect();
-        for (which, idx) in [("K", 0usize), ("V", 1usize)] {
-            let name = format!("new_{which}_{label}");
+        for part in KvPart::BOTH {
+            let name = kind.new_rows(part);
             let parts: Vec<Var> = layers
                 .iter()
                 .filter_map(|l| ctx.rows.get(l))
-                .map(|(k, v)| if idx == 0 { k.clone() } else { v.clone() })
+                .map(|kv| pick(kv, part))
                 .collect();
             let v = if parts.len() == slots && slots > 1 {
-                b.concat(&name, &parts, 0, false).map_err(mil_err)?
+                b.concat(&name, &parts, 0, false)?
             } else if parts.len() == 1 && slots == 1 {
                 parts[0].clone()
             } else if parts.is_empty() {
                 let d = lay.head_dim(kind).unwrap_or(0);
-                let input = ctx.input(&format!("{which}_{label}_in")).map_err(mil_err)?;
+                let input_name = kind.cache(part, Dir::In);
+                let input = ctx.input(&input_name)?;
                 let dims = input.static_shape().unwrap_or_default();
                 let (Some(&s0), Some(&kvh)) = (dims.first(), dims.get(1)) else {
-                    return Err(ExportError::Unsupported(format!(
-                        "chunk {}: {which}_{label}_in has no static shape",
-                        chunk.name
+                    return Err(ExportError::Internal(format!(
+                        "{input_name} has no static shape"
                     )));
                 };
                 let slice = mil::builder::Slice::new(
                     &[0, 0, 0, 0],
                     &[s0 as i32, kvh as i32, sq as i32, d as i32],
                 );
-                b.slice_by_index(&format!("{name}_dummy"), &input, slice)
-                    .map_err(mil_err)?
+                b.slice_by_index(&format!("{name}_dummy"), &input, slice)?
             } else {
-                return Err(ExportError::Unsupported(format!(
-                    "chunk {}: {label} slots {slots} but {} layers wrote rows",
-                    chunk.name,
+                return Err(ExportError::Internal(format!(
+                    "{} slots {slots} but {} layers wrote rows",
+                    kind.label(),
                     parts.len()
                 )));
             };
@@ -490,16 +472,22 @@ fn emit_ple_combine(
     x: &Var,
     w: &mut Weights<'_>,
 ) -> Result<Var> {
+    b.push_scope("ple");
+    let r = ple_combine_body(b, ctx, x, w);
+    b.pop_scope();
+    r
+}
+
+fn ple_combine_body(
+    b: &mut FunctionBuilder,
+    ctx: &Ctx<'_>,
+    x: &Var,
+    w: &mut Weights<'_>,
+) -> Result<Var> {
     let lay = &ctx.plan.layout;
     let (h, l, p) = (lay.hidden, lay.num_layers(), lay.ple_dim);
-    let chunk = ctx.chunk.name.clone();
-    let mil_err = |source| ExportError::Mil {
-        chunk: chunk.clone(),
-        source: Box::new(source),
-    };
     let sq = ctx.positions();
-    b.push_scope("ple");
-    let x4 = to_nchw(b, "x_nchw", x, h, sq).map_err(mil_err)?;
+    let x4 = to_nchw(b, "x_nchw", x, h, sq)?;
     let wt = w.conv_weight(
         b,
         "model_projection_weight",
@@ -508,33 +496,29 @@ fn emit_ple_combine(
         h,
     )?;
     let gain = w.vector("per_layer_projection_norm.weight", p)?;
-    let r: R<Var> = (|| {
-        let proj = b.conv_1x1("model_projection", &x4, &wt, None)?;
-        let proj = b.mul("projection_scaled", &proj, (h as f64).powf(-0.5))?;
-        let (l, p, s) = (l as i32, p as i32, sq as i32);
-        let proj = if sq == 1 {
-            b.reshape("projection_slices", &proj, &[1, l, p])?
-        } else {
-            let rows = from_nchw(b, "projection_rows", &proj, (l * p) as usize, sq)?;
-            b.reshape("projection_slices", &rows, &[1, s, l, p])?
-        };
-        let normed = rms_norm(
-            b,
-            "projection_norm",
-            &proj,
-            Some(gain),
-            lay.rms_norm_eps,
-            p as usize,
-        )?;
-        let raw = ctx.input("per_layer_raw")?;
-        let slices: &[i32] = if sq == 1 { &[1, l, p] } else { &[1, s, l, p] };
-        let raw = b.reshape("raw_slices", &raw, slices)?;
-        let sum = b.add("sum", &normed, &raw)?;
-        let sum = b.mul("combined_scaled", &sum, std::f64::consts::FRAC_1_SQRT_2)?;
-        b.reshape("combined", &sum, &[1, s, l * p])
-    })();
-    b.pop_scope();
-    r.map_err(mil_err)
+    let proj = b.conv_1x1("model_projection", &x4, &wt, None)?;
+    let proj = b.mul("projection_scaled", &proj, (h as f64).powf(-0.5))?;
+    let (l, p, s) = (l as i32, p as i32, sq as i32);
+    let proj = if sq == 1 {
+        b.reshape("projection_slices", &proj, &[1, l, p])?
+    } else {
+        let rows = from_nchw(b, "projection_rows", &proj, (l * p) as usize, sq)?;
+        b.reshape("projection_slices", &rows, &[1, s, l, p])?
+    };
+    let normed = rms_norm(
+        b,
+        "projection_norm",
+        &proj,
+        Some(gain),
+        lay.rms_norm_eps,
+        p as usize,
+    )?;
+    let raw = ctx.input(names::PER_LAYER_RAW)?;
+    let slices: &[i32] = if sq == 1 { &[1, l, p] } else { &[1, s, l, p] };
+    let raw = b.reshape("raw_slices", &raw, slices)?;
+    let sum = b.add("sum", &normed, &raw)?;
+    let sum = b.mul("combined_scaled", &sum, std::f64::consts::FRAC_1_SQRT_2)?;
+    Ok(b.reshape("combined", &sum, &[1, s, l * p])?)
 }
 
 /// Final norm, LM head and softcap of `x` `[1, S, H]`: returns `(logits [1, S, V] named` [`LOGITS`]`,
@@ -548,28 +532,21 @@ fn emit_logits(
 ) -> Result<(Var, Var)> {
     let lay = &ctx.plan.layout;
     let (h, v) = (lay.hidden, lay.vocab);
-    let chunk = ctx.chunk.name.clone();
-    let mil_err = |source| ExportError::Mil {
-        chunk: chunk.clone(),
-        source: Box::new(source),
-    };
     let gain = w.vector("norm.weight", h)?;
-    let normed = rms_norm(b, "final_norm", x, Some(gain), lay.rms_norm_eps, h).map_err(mil_err)?;
+    let normed = rms_norm(b, "final_norm", x, Some(gain), lay.rms_norm_eps, h)?;
     let lm = w.conv_weight(b, "lm_head_weight", lay.lm_head_key(), v, h)?;
-    let r: R<Var> = (|| {
-        let x4 = to_nchw(b, "final_nchw", &normed, h, sq)?;
-        let logits = b.conv_1x1("lm_head", &x4, &lm, None)?;
-        match lay.final_logit_softcapping {
-            Some(c) => {
-                let raw = from_nchw(b, "logits_raw", &logits, v, sq)?;
-                let t = b.mul("logits_over_cap", &raw, 1.0 / c)?;
-                let t = b.tanh("logits_tanh", &t)?;
-                b.mul(LOGITS, &t, c)
-            }
-            None => from_nchw(b, LOGITS, &logits, v, sq),
+    let x4 = to_nchw(b, "final_nchw", &normed, h, sq)?;
+    let logits = b.conv_1x1("lm_head", &x4, &lm, None)?;
+    let logits = match lay.final_logit_softcapping {
+        Some(c) => {
+            let raw = from_nchw(b, "logits_raw", &logits, v, sq)?;
+            let t = b.mul("logits_over_cap", &raw, 1.0 / c)?;
+            let t = b.tanh("logits_tanh", &t)?;
+            b.mul(LOGITS, &t, c)?
         }
-    })();
-    Ok((r.map_err(mil_err)?, normed))
+        None => from_nchw(b, LOGITS, &logits, v, sq)?,
+    };
+    Ok((logits, normed))
 }
 
 /// Final norm, LM head, softcap, argmax of one position `x` `[1, 1, H]`: returns `(token_id [1] int32,
@@ -580,19 +557,10 @@ fn emit_head(
     w: &mut Weights<'_>,
     x: &Var,
 ) -> Result<(Var, Var, Var)> {
-    let chunk = ctx.chunk.name.clone();
-    let mil_err = |source| ExportError::Mil {
-        chunk: chunk.clone(),
-        source: Box::new(source),
-    };
     let (logits, normed) = emit_logits(b, ctx, w, x, 1)?;
-    let r: R<(Var, Var)> = (|| {
-        let idx = b.reduce_argmax("argmax", &logits, -1, true, DType::I32)?;
-        let picked = b.gather_along_axis("picked_logit", &logits, &idx, -1, false)?;
-        let tok = b.reshape("token_id_flat", &idx, &[1])?;
-        let logit = b.reshape("token_logit_flat", &picked, &[1])?;
-        Ok((tok, logit))
-    })();
-    let (tok, logit) = r.map_err(mil_err)?;
+    let idx = b.reduce_argmax("argmax", &logits, -1, true, DType::I32)?;
+    let picked = b.gather_along_axis("picked_logit", &logits, &idx, -1, false)?;
+    let tok = b.reshape("token_id_flat", &idx, &[1])?;
+    let logit = b.reshape("token_logit_flat", &picked, &[1])?;
     Ok((tok, logit, normed))
 }

@@ -12,8 +12,9 @@
 
 #![allow(dead_code)]
 
+use gemma4_export::build::BuildOptions;
 use gemma4_export::plan::{CachePolicy, ChunkPlan, PlanOptions};
-use gemma4_export::{LayerKind, ModelLayout, Variant};
+use gemma4_export::{Compression, LayerKind, ModelLayout, Variant, Weights};
 use mil_runtime::{Backend, Tensor, TensorMap};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,20 @@ pub fn root() -> PathBuf {
 /// A fixture checkpoint directory.
 pub fn fixture(name: &str) -> PathBuf {
     root().join("fixtures/models").join(name)
+}
+
+/// The options every test build starts from: the fixture `model` into `out`, ctx 64, otherwise the
+/// CLI's defaults (swa4, INT4 with group size 32, fp16, `decode_q1` only); tests change what they
+/// test with the builder's setters.
+pub fn opts(model: &str, out: &Path) -> BuildOptions {
+    BuildOptions::new(fixture(model), out)
+        .model_source(format!("fixtures/models/{model}"))
+        .ctx(64)
+}
+
+/// A weight preparer over `ckpt` without a thread pool.
+pub fn weights(ckpt: &gemma4::Checkpoint, fp32: bool, compression: Compression) -> Weights<'_> {
+    Weights::new(ckpt, fp32, compression, None)
 }
 
 /// An I/O table: `(name, shape, dtype)` per tensor.
