@@ -45,6 +45,19 @@ pub enum ContractError {
 }
 
 impl ContractError {
+    /// True if the file is there but does not follow the contract (not JSON, a field missing,
+    /// unknown or malformed, another format): the input is at fault, not the reader.
+    pub fn is_malformed(&self) -> bool {
+        matches!(
+            self,
+            ContractError::Syntax { .. }
+                | ContractError::MissingField { .. }
+                | ContractError::UnknownField { .. }
+                | ContractError::InvalidField { .. }
+                | ContractError::Format { .. }
+        )
+    }
+
     /// The file involved, if any.
     pub fn path(&self) -> Option<&Path> {
         match self {

@@ -109,7 +109,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let prefill_names: Vec<String> = set
         .config()
-        .prefill_chunks
+        .prefill_chunks()
         .iter()
         .map(|c| c.name.clone())
         .collect();

@@ -35,12 +35,18 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
             use mil_runtime::chunkset::ChunkSetError as E;
             match x {
                 E::Io { .. }
-                | E::Config { .. }
+                | E::Contract(_)
                 | E::SideFile { .. }
                 | E::BadToken { .. }
                 | E::ContextFull { .. } => return 2,
                 _ => {}
             }
+        }
+        if let Some(c) = cause.downcast_ref::<chunkset::ContractError>()
+            && c.is_malformed()
+        {
+            // A set or part given to read does not follow the contract.
+            return 2;
         }
         if let Some(g) = cause.downcast_ref::<gemma4::Error>() {
             // A failing candle op is our problem, everything else is about the input.

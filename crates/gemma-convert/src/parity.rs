@@ -235,18 +235,10 @@ fn forward_reference(ckpt: &Checkpoint, prompt: &[u32], steps: usize) -> Result<
 }
 
 fn default_tolerance(set: &ChunkSet) -> Tolerance {
-    let raw = &set.config().raw;
-    let quant = raw
-        .get("quantization")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
-    let precision = raw
-        .get("precision")
-        .and_then(|v| v.as_str())
-        .unwrap_or("fp16");
-    if quant.starts_with("int") {
+    let cfg = set.config();
+    if cfg.quantization.starts_with("int") {
         Tolerance::Palettized
-    } else if precision == "fp32" {
+    } else if cfg.precision.is_fp32() {
         Tolerance::Fp32
     } else {
         Tolerance::Fp16

@@ -102,7 +102,6 @@ impl ExportError {
     /// True if the input is at fault — the model is unsupported, the checkpoint or a set given to
     /// read is malformed, an option is out of range — rather than an internal step.
     pub fn is_bad_input(&self) -> bool {
-        use chunkset::ContractError as C;
         match self.root() {
             ExportError::Plan(_)
             | ExportError::Shape { .. }
@@ -110,14 +109,7 @@ impl ExportError {
             | ExportError::BadOption(_) => true,
             // A failing candle op is our problem, everything else is about the checkpoint.
             ExportError::Checkpoint(g) => !matches!(g, gemma4::Error::Candle { .. }),
-            ExportError::Contract(c) => matches!(
-                c,
-                C::Syntax { .. }
-                    | C::MissingField { .. }
-                    | C::UnknownField { .. }
-                    | C::InvalidField { .. }
-                    | C::Format { .. }
-            ),
+            ExportError::Contract(c) => c.is_malformed(),
             _ => false,
         }
     }

@@ -246,7 +246,7 @@ fn prefill_then_decode(model: &str, variant: Variant, n: usize) -> (f32, f32, us
         gemma4::golden::Golden::load(root().join(format!("fixtures/goldens/{model}.safetensors")))
             .unwrap();
     let mut set = ChunkSet::open(&out, mil_runtime::BackendKind::Cpu).unwrap();
-    assert_eq!(set.config().prefill_chunks.len(), 4, "prefill chunks");
+    assert_eq!(set.config().prefill_chunks().len(), 4, "prefill chunks");
     assert_eq!(set.load_prefill().unwrap(), n);
     let ids = &golden.input_ids;
     assert!(

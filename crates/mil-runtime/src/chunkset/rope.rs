@@ -1,0 +1,110 @@
+//! The RoPE side tables of a set (`cos_sliding.npy`, ...): `.npy` 1.0, fp16 (`<f2`) or, in fp32
+//! builds, fp32 (`<f4`), `[rows, head_dim]` row-major.
+
+use super::{ChunkSetError, LayerKind, R, io_err};
+use ::chunkset::names::{self, RopeTable as Table};
+use half::f16;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The RoPE tables of a set, by step input (`cos_s`, `sin_s`, `cos_f`, `sin_f`).
+pub(super) struct RopeTables {
+    dir: PathBuf,
+    tables: BTreeMap<&'static str, RopeTable>,
+}
+
+impl RopeTables {
+    /// Read every RoPE table present in `dir`.
+    pub fn open(dir: &Path) -> R<RopeTables> {
+        let mut tables = BTreeMap::new();
+        for kind in LayerKind::ALL {
+            for table in Table::BOTH {
+                let p = dir.join(kind.rope_file(table));
+                if p.exists() {
+                    tables.insert(names::rope_input(kind, table), read_npy(&p)?);
+                }
+            }
+        }
+        Ok(RopeTables {
+            dir: dir.to_path_buf(),
+            tables,
+        })
+    }
+
+    /// Rows `start..start + n` of the table of input `key` (`cos_s`, ...), concatenated.
+    pub fn rows(&self, key: &str, start: usize, n: usize) -> R<Vec<f32>> {
+        let t = self
+            .tables
+            .get(key)
+            .ok_or_else(|| ChunkSetError::SideFile {
+                file: match names::rope_of_input(key) {
+                    Some((kind, table)) => self.dir.join(kind.rope_file(table)),
+                    None => self.dir.clone(),
+                },
+                msg: format!("RoPE table of `{key}` missing"),
+            })?;
+        if start + n > t.rows {
+            return Err(ChunkSetError::ContextFull {
+                pos: start + n - 1,
+                what: format!("RoPE table ({key})"),
+                limit: t.rows,
+            });
+        }
+        Ok(t.data[start * t.dim..(start + n) * t.dim].to_vec())
+    }
+}
+
+/// One table `[rows, dim]`.
+pub(super) struct RopeTable {
+    pub rows: usize,
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+fn read_npy(path: &Path) -> R<RopeTable> {
+    let b = std::fs::read(path).map_err(io_err(path))?;
+    let bad = |msg: &str| ChunkSetError::SideFile {
+        file: path.to_path_buf(),
+        msg: msg.to_string(),
+    };
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err(bad("not a .npy file"));
+    }
+    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let header = b
+        .get(10..10 + hl)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or_else(|| bad("truncated header"))?;
+    let width = if header.contains("'<f2'") {
+        2
+    } else if header.contains("'<f4'") {
+        4
+    } else {
+        return Err(bad("expected little-endian fp16 ('<f2') or fp32 ('<f4')"));
+    };
+    let dims: Vec<usize> = header
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .map(|s| s.split(',').filter_map(|d| d.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    let [rows, dim] = dims[..] else {
+        return Err(bad("expected a 2-D table"));
+    };
+    let payload = &b[10 + hl..];
+    if payload.len() != rows * dim * width {
+        return Err(bad("payload size does not match the shape"));
+    }
+    let data = if width == 2 {
+        payload
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()
+    } else {
+        payload
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    Ok(RopeTable { rows, dim, data })
+}
