@@ -26,10 +26,10 @@
 
 use crate::bundle::manifest::{build_facts, model_files, write_manifest};
 use crate::bundle::side::{SetFacts, write_side_files};
-use crate::emit::{DECODE_FN, PREFILL_FN, emit_function, emit_prefill, keep_inputs_alive};
+use crate::emit::{DECODE_FN, PREFILL_FN, emit_function, keep_inputs_alive};
 use crate::error::{ExportError, Result};
 use crate::layout::ModelLayout;
-use crate::plan::{ChunkPlan, ChunkSpec, PlanOptions, Variant};
+use crate::plan::{ChunkPlan, ChunkSpec, FunctionKind, PlanOptions, Variant};
 use crate::weights::{WeightSource, Weights};
 use chunkset::error::read_json;
 use chunkset::{
@@ -539,7 +539,7 @@ fn emit_chunk(
             let program = t.run_labelled("emit", &label, pchunk.layers.len() as u64, || {
                 Ok(Program::single(
                     PREFILL_FN,
-                    emit_prefill(plan, pchunk, n, w)?,
+                    emit_function(plan, pchunk, FunctionKind::Prefill { n }, w)?,
                 ))
             })?;
             let what = format!("prefill (N = {n}) chunk");

@@ -20,9 +20,7 @@ pub mod plan;
 pub mod weights;
 
 pub use chunkset::{Compression, LutConfig, NBits, Precision};
-pub use emit::{
-    DECODE_FN, LOGITS, PREFILL_FN, VERIFY_FN, emit_decode, emit_function, emit_prefill, emit_verify,
-};
+pub use emit::{DECODE_FN, LOGITS, PREFILL_FN, VERIFY_FN, emit_function};
 pub use error::{ExportError, Result};
 pub use layout::{LayerInfo, LayerKind, ModelLayout};
 pub use plan::{

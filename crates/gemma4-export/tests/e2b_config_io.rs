@@ -1,7 +1,10 @@
 //! The chunk I/O of the real E2B config (parsed from its config.json) matches §2.3 of the pipeline spec
 //! name by name and shape by shape (ctx 2048).
 
-use gemma4_export::{ChunkPlan, ModelLayout, PlanOptions, Variant};
+mod common;
+
+use common::plan_of;
+use gemma4_export::{ModelLayout, Variant};
 
 fn table(ins: &[gemma4_export::IoTensor]) -> Vec<(String, Vec<usize>)> {
     ins.iter()
@@ -22,15 +25,7 @@ fn e2b_swa4_chunk_io_matches_the_runtime_contract() {
     let cfg = gemma4::config::Gemma4Config::from_file(&p).unwrap();
     let layout = ModelLayout::from_config(&cfg);
     let c = 2048;
-    let plan = ChunkPlan::new(
-        &layout,
-        &PlanOptions {
-            variant: Variant::Swa4,
-            ctx: c,
-            fp32: false,
-        },
-    )
-    .unwrap();
+    let plan = plan_of(&layout, Variant::Swa4, c);
     let common_head: &[(&str, &[usize])] = &[
         ("hidden_states", &[1, 1, 1536]),
         ("causal_mask_full", &[1, 1, 1, c]),

@@ -3,8 +3,10 @@
 mod common;
 
 use common::{fixture, weights};
-use gemma4_export::emit::emit_decode;
-use gemma4_export::{ChunkPlan, Compression, ModelLayout, NBits, PlanOptions, Variant};
+use gemma4_export::emit::emit_function;
+use gemma4_export::{
+    ChunkPlan, Compression, FunctionKind, ModelLayout, NBits, PlanOptions, Variant,
+};
 
 #[test]
 fn all_fixtures_emit_valid_programs() {
@@ -34,7 +36,7 @@ fn all_fixtures_emit_valid_programs() {
                 .unwrap();
                 for chunk in &plan.chunks {
                     let mut w = weights(&ckpt, fp32, compression);
-                    let f = emit_decode(&plan, chunk, &mut w)
+                    let f = emit_function(&plan, chunk, FunctionKind::Decode, &mut w)
                         .unwrap_or_else(|e| panic!("{name} {variant:?} {}: {e}", chunk.name));
                     mil::validate::validate_function("decode_q1", &f)
                         .unwrap_or_else(|e| panic!("{name} {variant:?} {}: {e}", chunk.name));

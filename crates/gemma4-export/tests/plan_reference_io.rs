@@ -3,21 +3,13 @@
 
 mod common;
 
-use common::{e2b_like, io_table, reference};
-use gemma4_export::{ChunkPlan, LayerInfo, LayerKind, ModelLayout, PlanOptions, Variant};
+use common::{e2b_like, io_table, plan_of, reference, table_of};
+use gemma4_export::{LayerInfo, LayerKind, ModelLayout, Variant};
 
 #[test]
 fn swa4_matches_reference_pipeline_io() {
     let layout = e2b_like(20, 10, 128, 3, (32, 64), 16, 32, 256);
-    let plan = ChunkPlan::new(
-        &layout,
-        &PlanOptions {
-            variant: Variant::Swa4,
-            ctx: 64,
-            fp32: false,
-        },
-    )
-    .unwrap();
+    let plan = plan_of(&layout, Variant::Swa4, 64);
     let names: Vec<_> = plan
         .chunks
         .iter()
@@ -36,20 +28,14 @@ fn swa4_matches_reference_pipeline_io() {
         let r = reference(&chunk.name);
         let f = &r["functions"]["decode_q1"];
         let (ins, outs) = plan.decode_io(chunk);
-        let ours = |v: &[gemma4_export::IoTensor]| -> Vec<(String, Vec<usize>, String)> {
-            v.iter()
-                .map(|t| {
-                    (
-                        t.name.clone(),
-                        t.shape.clone(),
-                        t.dtype.as_str().to_string(),
-                    )
-                })
-                .collect()
-        };
-        assert_eq!(ours(&ins), io_table(&f["inputs"]), "{} inputs", chunk.name);
         assert_eq!(
-            ours(&outs),
+            table_of(&ins),
+            io_table(&f["inputs"]),
+            "{} inputs",
+            chunk.name
+        );
+        assert_eq!(
+            table_of(&outs),
             io_table(&f["outputs"]),
             "{} outputs",
             chunk.name
@@ -61,15 +47,7 @@ fn swa4_matches_reference_pipeline_io() {
 fn e2b_swa4_io_matches_pipeline_spec() {
     // §2.3 of the pipeline spec, E2B at ctx 2048.
     let layout = e2b_like(35, 20, 1536, 8, (256, 512), 512, 256, 6144);
-    let plan = ChunkPlan::new(
-        &layout,
-        &PlanOptions {
-            variant: Variant::Swa4,
-            ctx: 2048,
-            fp32: false,
-        },
-    )
-    .unwrap();
+    let plan = plan_of(&layout, Variant::Swa4, 2048);
     let bounds: Vec<_> = plan.chunks.iter().map(|c| c.layers.clone()).collect();
     assert_eq!(bounds, vec![0..8, 8..15, 15..25, 25..35]);
     assert_eq!(plan.sliding_producer, Some(13));
@@ -114,26 +92,18 @@ fn e2b_swa4_io_matches_pipeline_spec() {
 fn merged_variants_cut_where_the_runtime_expects() {
     let layout = e2b_like(35, 20, 1536, 8, (256, 512), 512, 256, 6144);
     let cut = |v: Variant| {
-        ChunkPlan::new(
-            &layout,
-            &PlanOptions {
-                variant: v,
-                ctx: 2048,
-                fp32: false,
-            },
-        )
-        .unwrap()
-        .chunks
-        .iter()
-        .map(|c| {
-            (
-                c.name.clone(),
-                c.layers.clone(),
-                c.emits_shared_kv,
-                c.reads_shared_kv,
-            )
-        })
-        .collect::<Vec<_>>()
+        plan_of(&layout, v, 2048)
+            .chunks
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.layers.clone(),
+                    c.emits_shared_kv,
+                    c.reads_shared_kv,
+                )
+            })
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         cut(Variant::Merged),
@@ -188,15 +158,7 @@ fn e4b_shaped_boundaries() {
             })
             .collect(),
     };
-    let plan = ChunkPlan::new(
-        &layout,
-        &PlanOptions {
-            variant: Variant::Swa4,
-            ctx: 2048,
-            fp32: false,
-        },
-    )
-    .unwrap();
+    let plan = plan_of(&layout, Variant::Swa4, 2048);
     assert_eq!(plan.sliding_producer, Some(22));
     assert_eq!(plan.full_producer, Some(23));
     let bounds: Vec<_> = plan.chunks.iter().map(|c| c.layers.clone()).collect();

@@ -12,9 +12,9 @@ mod common;
 
 use common::{Exact, Host, Kv, Model, argmax, max_diff, root, values, weights};
 use gemma4_export::build::{NoProgress, build};
-use gemma4_export::emit::{DECODE_FN, VERIFY_FN, emit_decode, emit_verify};
+use gemma4_export::emit::emit_function;
 use gemma4_export::plan::ChunkPlan;
-use gemma4_export::{Compression, LayerKind, Precision, Variant};
+use gemma4_export::{Compression, FunctionKind, LayerKind, Precision, Variant};
 use mil_runtime::chunkset::ChunkSet;
 use mil_runtime::{Backend, CpuBackend};
 use std::path::Path;
@@ -41,19 +41,16 @@ fn in_memory<'m>(model: &'m Model, plan: ChunkPlan) -> Host<'m> {
         .iter()
         .map(|c| {
             let mut w = weights(&model.ckpt, plan.fp32, Compression::Dense);
-            let mut p = mil::Program::single(DECODE_FN, emit_decode(&plan, c, &mut w).unwrap());
-            p.functions
-                .insert(VERIFY_FN.into(), emit_verify(&plan, c, K, &mut w).unwrap());
+            let mut emit = |kind| emit_function(&plan, c, kind, &mut w).unwrap();
+            let decode = FunctionKind::Decode;
+            let mut p = mil::Program::single(decode.name(), emit(decode));
+            let verify = FunctionKind::Verify { k: K };
+            p.functions.insert(verify.name().into(), emit(verify));
             let b: Box<dyn Backend> = Box::new(CpuBackend::from_program(&p).unwrap());
             (c.name.clone(), b)
         })
         .collect();
-    Host {
-        model,
-        plan,
-        chunks,
-        hide_oldest: 0,
-    }
+    Host::new(model, plan, chunks)
 }
 
 /// Figures of one verify-vs-serial comparison.

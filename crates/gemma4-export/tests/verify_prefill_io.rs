@@ -11,25 +11,13 @@
 mod common;
 
 use chunkset::compare_sets;
-use common::{Table, e2b_like, fixture, io_table, reference, weights};
+use common::{Table, e2b_like, fixture, io_table, plan_of, reference, table_of, weights};
 use gemma4_export::build::{BuildOptions, NoProgress, SIDE_PART, assemble, build};
-use gemma4_export::emit::{VERIFY_FN, emit_verify};
+use gemma4_export::emit::{VERIFY_FN, emit_function};
 use gemma4_export::{
-    ChunkPlan, Compression, IoTensor, ModelLayout, NBits, PlanOptions, Precision, Variant,
+    ChunkPlan, Compression, FunctionKind, IoTensor, ModelLayout, NBits, Precision, Variant,
 };
 use std::path::Path;
-
-fn ours(v: &[IoTensor]) -> Table {
-    v.iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.shape.clone(),
-                t.dtype.as_str().to_string(),
-            )
-        })
-        .collect()
-}
 
 fn dtype_name(d: mil::DType) -> String {
     match d {
@@ -56,15 +44,7 @@ fn opts(model: &str, out: &Path, fp32: bool, int4: bool, functions: &str) -> Bui
 fn tiny_pal_plan() -> (gemma4::Checkpoint, ChunkPlan) {
     let ckpt = gemma4::Checkpoint::open(fixture("tiny-pal")).unwrap();
     let layout = ModelLayout::from_config(ckpt.config());
-    let plan = ChunkPlan::new(
-        &layout,
-        &PlanOptions {
-            variant: Variant::Swa4,
-            ctx: 64,
-            fp32: false,
-        },
-    )
-    .unwrap();
+    let plan = plan_of(&layout, Variant::Swa4, 64);
     (ckpt, plan)
 }
 
@@ -76,16 +56,21 @@ fn tiny_pal_verify_io_matches_reference_in_plan_and_emitted_function() {
         let r = reference(&chunk.name);
         let f = &r["functions"][VERIFY_FN];
         let (ins, outs) = plan.verify_io(chunk, 3);
-        assert_eq!(ours(&ins), io_table(&f["inputs"]), "{} inputs", chunk.name);
         assert_eq!(
-            ours(&outs),
+            table_of(&ins),
+            io_table(&f["inputs"]),
+            "{} inputs",
+            chunk.name
+        );
+        assert_eq!(
+            table_of(&outs),
             io_table(&f["outputs"]),
             "{} outputs",
             chunk.name
         );
 
         let mut w = weights(&ckpt, false, Compression::Dense);
-        let func = emit_verify(&plan, chunk, 3, &mut w).unwrap();
+        let func = emit_function(&plan, chunk, FunctionKind::Verify { k: 3 }, &mut w).unwrap();
         mil::validate::validate_function(VERIFY_FN, &func).unwrap();
         let sig = mil_runtime::signature_of(&func);
         let table = |v: &[mil_runtime::IoSpec]| -> Table {
@@ -113,15 +98,7 @@ fn tiny_pal_verify_io_matches_reference_in_plan_and_emitted_function() {
 #[test]
 fn e2b_verify_and_prefill_io_match_the_pipeline_spec() {
     let layout = e2b_like(35, 20, 1536, 8, (256, 512), 512, 256, 6144);
-    let plan = ChunkPlan::new(
-        &layout,
-        &PlanOptions {
-            variant: Variant::Swa4,
-            ctx: 2048,
-            fp32: false,
-        },
-    )
-    .unwrap();
+    let plan = plan_of(&layout, Variant::Swa4, 2048);
     let get = |v: &[IoTensor], n: &str| -> Vec<usize> {
         v.iter()
             .find(|t| t.name == n)
@@ -146,7 +123,7 @@ fn e2b_verify_and_prefill_io_match_the_pipeline_spec() {
     assert!(!names(&i3).contains(&"update_indicator".to_string()));
     let (_, o4) = plan.verify_io(&plan.chunks[3], 3);
     assert_eq!(
-        ours(&o4)[0],
+        table_of(&o4)[0],
         ("token_ids".into(), vec![1, 3], "int32".into())
     );
     assert_eq!(names(&o4), vec!["token_ids", "hidden_states_out"]);
@@ -231,15 +208,7 @@ fn e2b_verify_and_prefill_io_match_the_pipeline_spec() {
         Variant::Merged1,
         Variant::Lite,
     ] {
-        let p = ChunkPlan::new(
-            &layout,
-            &PlanOptions {
-                variant: v.clone(),
-                ctx: 2048,
-                fp32: false,
-            },
-        )
-        .unwrap();
+        let p = plan_of(&layout, v.clone(), 2048);
         for c in &pre {
             assert!(p.containing_chunk(c).is_some(), "{v:?}: {}", c.name);
         }

@@ -99,34 +99,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Emit the `decode_q1` function of `chunk`.
-pub fn emit_decode(plan: &ChunkPlan, chunk: &ChunkSpec, w: &mut Weights<'_>) -> Result<Function> {
-    emit_function(plan, chunk, FunctionKind::Decode, w)
-}
-
-/// Emit the `verify_qK` function of `chunk` for `k` draft positions (shares `w`'s prepared weights
-/// with the chunk's other functions).
-pub fn emit_verify(
-    plan: &ChunkPlan,
-    chunk: &ChunkSpec,
-    k: usize,
-    w: &mut Weights<'_>,
-) -> Result<Function> {
-    emit_function(plan, chunk, FunctionKind::Verify { k }, w)
-}
-
-/// Emit the prefill function of a prefill chunk (from [`ChunkPlan::prefill_chunks`]) for `n`
-/// positions.
-pub fn emit_prefill(
-    plan: &ChunkPlan,
-    chunk: &ChunkSpec,
-    n: usize,
-    w: &mut Weights<'_>,
-) -> Result<Function> {
-    emit_function(plan, chunk, FunctionKind::Prefill { n }, w)
-}
-
-/// Emit one function of `chunk`; its I/O is [`ChunkPlan::io`]. Errors name the chunk and function.
+/// Emit one function of `chunk` (decode, verify with K positions, or prefill of N positions for a
+/// prefill chunk from [`ChunkPlan::prefill_chunks`]); its I/O is [`ChunkPlan::io`]. Functions of one
+/// chunk share `w`'s prepared weights. Errors name the chunk and function.
 pub fn emit_function(
     plan: &ChunkPlan,
     chunk: &ChunkSpec,

@@ -14,7 +14,7 @@
 
 use gemma4_export::build::BuildOptions;
 use gemma4_export::plan::{CachePolicy, ChunkPlan, PlanOptions};
-use gemma4_export::{Compression, LayerKind, ModelLayout, Variant, Weights};
+use gemma4_export::{Compression, IoTensor, LayerKind, ModelLayout, Variant, Weights};
 use mil_runtime::{Backend, Tensor, TensorMap};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,32 @@ pub fn weights(ckpt: &gemma4::Checkpoint, fp32: bool, compression: Compression) 
 
 /// An I/O table: `(name, shape, dtype)` per tensor.
 pub type Table = Vec<(String, Vec<usize>, String)>;
+
+/// Our I/O list `ios` as a [`Table`].
+pub fn table_of(ios: &[IoTensor]) -> Table {
+    ios.iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                t.dtype.as_str().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The fp16 plan of `variant` at context `ctx` for `layout`.
+pub fn plan_of(layout: &ModelLayout, variant: Variant, ctx: usize) -> ChunkPlan {
+    ChunkPlan::new(
+        layout,
+        &PlanOptions {
+            variant,
+            ctx,
+            fp32: false,
+        },
+    )
+    .unwrap()
+}
 
 /// The reference pipeline's I/O of `chunk` (`fixtures/reference-io/<chunk>.json`).
 pub fn reference(chunk: &str) -> serde_json::Value {
@@ -245,6 +271,15 @@ impl<'m> Host<'m> {
                 (c.name.clone(), b)
             })
             .collect();
+        Host::new(model, plan, chunks)
+    }
+
+    /// A host over loaded chunks (in plan order).
+    pub fn new(
+        model: &'m Model,
+        plan: ChunkPlan,
+        chunks: Vec<(String, Box<dyn Backend>)>,
+    ) -> Host<'m> {
         Host {
             model,
             plan,
