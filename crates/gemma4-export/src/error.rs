@@ -117,3 +117,37 @@ impl ExportError {
 
 /// Result alias of this crate.
 pub type Result<T, E = ExportError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_input_or_an_internal_step_is_at_fault_through_the_chunk_context() {
+        let shape = ExportError::Shape {
+            tensor: "w".into(),
+            expected: vec![2],
+            found: vec![3],
+        };
+        let e = shape.in_chunk("chunk2", Some("decode_q1"));
+        assert_eq!(
+            e.to_string(),
+            "chunk chunk2, function decode_q1: tensor `w`: expected shape [2], found [3]"
+        );
+        assert!(e.is_bad_input());
+        assert!(ExportError::Unsupported("attention_k_eq_v".into()).is_bad_input());
+        let internal =
+            ExportError::Internal("output `x` was not produced".into()).in_chunk("c", None);
+        assert_eq!(
+            internal.to_string(),
+            "chunk c: internal error: output `x` was not produced"
+        );
+        assert!(!internal.is_bad_input());
+        let mil = ExportError::from(mil::MilError::Argument {
+            op: "concat".into(),
+            name: "x".into(),
+            msg: "bad".into(),
+        });
+        assert!(!mil.in_chunk("c", Some("verify_qK")).is_bad_input());
+    }
+}
