@@ -8,7 +8,8 @@
 //! * [`builder`]: the typed builder used by the exporter ([`ProgramBuilder`], [`FunctionBuilder`]).
 //! * [`validate()`]: SSA, catalog, params, const-ness and declared-vs-inferred type checks.
 //! * [`passes`]: small named program passes in ordered pipelines ([`Pipeline`]).
-//! * [`printer`]: deterministic MIL text in coremltools' `program(1.3)` style.
+//! * [`printer`]: deterministic MIL text in coremltools' `program(1.3)` style (debugging, snapshots).
+//! * [`text`]: the compiled `model.mil` dialects: type / literal formatting and the parser.
 //!
 //! This crate has no knowledge of protobuf or files; `mlpackage` lowers it to and from the Core ML
 //! protobuf and `weight.bin`.
@@ -22,6 +23,7 @@ pub mod ir;
 pub mod ops;
 pub mod passes;
 pub mod printer;
+pub mod text;
 pub mod types;
 pub mod validate;
 pub mod value;

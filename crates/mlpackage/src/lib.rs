@@ -8,6 +8,8 @@
 //! * [`description`]: `ModelDescription` (inputs, outputs, states, functions, metadata).
 //! * [`manifest`]: `Manifest.json` with name-derived (UUID v5) identifiers.
 //! * [`codes`]: MIL `DataType`, blob dtype codes and `ArrayDataType` numbers.
+//! * [`compiled`]: compiled bundles (`.mlmodelc`): [`compiled::compile_package`],
+//!   [`compiled::write_bundle`], [`compiled::read_bundle`]; [`read_model`] reads either form.
 //! * [`coremltools_check`]: run `scripts/validate_mlpackage.py` (coremltools 9.0) on a package.
 //!
 //! Unknown op types are *not* rejected when reading: that is the `mil` validator's job.
@@ -16,6 +18,7 @@
 //! disk faithfully (read → write → read gives an equal [`mil::Program`]).
 
 pub mod codes;
+pub mod compiled;
 pub mod convert;
 pub mod coremltools_check;
 pub mod description;
@@ -33,4 +36,5 @@ pub use package::{
     Package, WriteOptions, WriteReport, encode_in_memory, read_package, read_package_from_parts,
     read_package_spec, write_package,
 };
+pub use compiled::{BundleError, read_model};
 pub use weights::{BlobReader, BlobRecord, BlobWriter};

@@ -373,7 +373,7 @@ fn decode(
 }
 
 /// Read and validate the manifest of a package; returns it with the model file's path.
-fn open_manifest(pkg: &Path) -> Result<(Manifest, PathBuf), PackageError> {
+pub(crate) fn open_manifest(pkg: &Path) -> Result<(Manifest, PathBuf), PackageError> {
     let mpath = manifest_path(pkg);
     let bytes = io(&mpath, fs::read(&mpath))?;
     let manifest = Manifest::parse(&bytes).map_err(|source| PackageError::Manifest {
