@@ -173,10 +173,11 @@ impl CpuBackend {
 }
 
 impl Backend for CpuBackend {
-    /// Read the package with [`mlpackage::read_package`] (weights memory-mapped) and compile every
-    /// function. `opts` is ignored: the interpreter runs every function on the CPU.
+    /// Read the model with [`mlpackage::read_model`] (a `.mlpackage` or a compiled `.mlmodelc`,
+    /// weights memory-mapped) and compile every function. `opts` is ignored: the interpreter runs
+    /// every function on the CPU.
     fn load(path: &Path, _opts: &LoadOptions) -> Result<CpuBackend, RuntimeError> {
-        let pkg = mlpackage::read_package(path).map_err(|e| RuntimeError::Load {
+        let pkg = mlpackage::read_model(path).map_err(|e| RuntimeError::Load {
             path: path.display().to_string(),
             source: Box::new(e),
         })?;

@@ -4,10 +4,10 @@
 //! kept small and written against the `objc2-core-ml` 0.3 / `objc2-foundation` 0.3 bindings. It
 //! must be compiled and exercised on a Mac before it is relied upon.
 //!
-//! Flow: `MLModel::compileModelAtURL` turns the `.mlpackage` into a temporary `.mlmodelc` once at
-//! load; each function is loaded lazily as its own `MLModel` with an `MLModelConfiguration` whose
-//! `functionName` selects the function and whose compute units come from [`LoadOptions`]
-//! (default CPU + Neural Engine). Inputs are copied into freshly allocated, contiguous
+//! Flow: `MLModel::compileModelAtURL` turns a `.mlpackage` into a temporary `.mlmodelc` once at
+//! load (a `.mlmodelc` is loaded as it is); each function is loaded lazily as its own `MLModel`
+//! with an `MLModelConfiguration` whose `functionName` selects the function and whose compute
+//! units come from [`LoadOptions`] (default CPU + Neural Engine). Inputs are copied into freshly allocated, contiguous
 //! `MLMultiArray`s (fp16 / fp32 / int32); outputs are copied out honouring the array's strides
 //! (Core ML may pad the last dimension of ANE outputs).
 //!
@@ -177,15 +177,20 @@ fn read_array(name: &str, arr: &MLMultiArray) -> Result<Tensor, RuntimeError> {
 
 impl Backend for CoreMlBackend {
     fn load(path: &Path, opts: &LoadOptions) -> Result<CoreMlBackend, RuntimeError> {
-        let pkg = mlpackage::read_package(path).map_err(|e| RuntimeError::Load {
+        let pkg = mlpackage::read_model(path).map_err(|e| RuntimeError::Load {
             path: path.display().to_string(),
             source: Box::new(e),
         })?;
         let url = NSURL::fileURLWithPath(&NSString::from_str(&path.display().to_string()));
-        // SAFETY: compiles the package into a temporary .mlmodelc; `url` is a valid file URL.
-        #[allow(deprecated)]
-        let compiled = unsafe { MLModel::compileModelAtURL_error(&url) }
-            .map_err(|e| ns_err(&format!("compiling {}", path.display()), &e))?;
+        // A compiled bundle (ours or Apple's) is loaded as it is; a package is compiled first.
+        let compiled = if mlpackage::compiled::is_bundle(path) {
+            url
+        } else {
+            // SAFETY: compiles the package into a temporary .mlmodelc; `url` is a valid file URL.
+            #[allow(deprecated)]
+            unsafe { MLModel::compileModelAtURL_error(&url) }
+                .map_err(|e| ns_err(&format!("compiling {}", path.display()), &e))?
+        };
         let units = match opts.compute_units {
             ComputeUnits::CpuOnly => MLComputeUnits::CPUOnly,
             ComputeUnits::CpuAndNeuralEngine => MLComputeUnits::CPUAndNeuralEngine,

@@ -1,6 +1,6 @@
 //! The host side of a chunk set: what the on-device runtime does around the chunks each step.
 //!
-//! A chunk set directory holds `<chunk>.mlpackage` per chunk, `model_config.json` and the side files
+//! A chunk set directory holds `<chunk>.mlpackage` (or `<chunk>.mlmodelc`) per chunk, `model_config.json` and the side files
 //! (int8 embedding / PLE tables, RoPE tables). [`ChunkSet::open`] reads the config (the contract's
 //! [`ModelConfig`], strictly: a missing or unknown field is an error naming it), loads every chunk
 //! with a [`Backend`] (the CPU interpreter reads each package back from disk) and the RoPE tables.
@@ -44,7 +44,7 @@ pub use ::chunkset::{LayerKind, ModelConfig};
 use crate::backend::{Backend, BackendKind, LoadOptions, Signature, load_backend};
 use crate::error::RuntimeError;
 use ::chunkset::names;
-use ::chunkset::{DECODE_FN, PREFILL_FN, PackageFormat};
+use ::chunkset::{DECODE_FN, PREFILL_FN};
 use std::path::{Path, PathBuf};
 
 /// Name of the pre-argmax logits value in the head chunk.
@@ -105,9 +105,10 @@ struct LoadedChunk {
 }
 
 impl LoadedChunk {
-    /// Load `<dir>/<name>.mlpackage` and the signature of `function`.
+    /// Load `<dir>/<name>.mlmodelc` (when it holds `coremldata.bin`, as the Swift runtime picks it)
+    /// or else `<dir>/<name>.mlpackage`, and the signature of `function`.
     fn load(dir: &Path, name: &str, kind: BackendKind, function: &str) -> R<LoadedChunk> {
-        let pkg = dir.join(PackageFormat::Mlpackage.file_name(name));
+        let pkg = mlpackage::compiled::model_path(dir, name);
         let chunk_err = |source| ChunkSetError::Chunk {
             chunk: name.to_string(),
             source: Box::new(source),
