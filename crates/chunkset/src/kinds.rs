@@ -130,14 +130,15 @@ impl Precision {
     }
 }
 
-/// How a chunk's program is stored on disk. Only the `.mlpackage` directory today; a compiled
-/// `.mlmodelc` bundle would be a second value here, and every reader and writer names package files
-/// through [`PackageFormat::file_name`].
+/// How a chunk's program is stored on disk: a `.mlpackage` directory or a compiled `.mlmodelc`
+/// bundle (what the Swift runtime loads); every reader and writer names package files through
+/// [`PackageFormat::file_name`].
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PackageFormat {
     #[default]
     Mlpackage,
+    Mlmodelc,
 }
 
 impl PackageFormat {
@@ -145,11 +146,63 @@ impl PackageFormat {
     pub fn extension(self) -> &'static str {
         match self {
             PackageFormat::Mlpackage => "mlpackage",
+            PackageFormat::Mlmodelc => "mlmodelc",
         }
     }
 
     /// `<stem>.<extension>`, e.g. `chunk1.mlpackage`.
     pub fn file_name(self, stem: &str) -> String {
         format!("{stem}.{}", self.extension())
+    }
+}
+
+/// Which forms a build writes for every chunk (`--format`): packages (default), compiled bundles,
+/// or both side by side.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Mlpackage,
+    Mlmodelc,
+    Both,
+}
+
+impl OutputFormat {
+    /// `mlpackage`, `mlmodelc` or `both`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Mlpackage => "mlpackage",
+            OutputFormat::Mlmodelc => "mlmodelc",
+            OutputFormat::Both => "both",
+        }
+    }
+
+    /// The forms written, packages first.
+    pub fn formats(self) -> Vec<PackageFormat> {
+        match self {
+            OutputFormat::Mlpackage => vec![PackageFormat::Mlpackage],
+            OutputFormat::Mlmodelc => vec![PackageFormat::Mlmodelc],
+            OutputFormat::Both => vec![PackageFormat::Mlpackage, PackageFormat::Mlmodelc],
+        }
+    }
+
+    /// True for the default (what a manifest leaves out).
+    pub fn is_default(&self) -> bool {
+        *self == OutputFormat::Mlpackage
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<OutputFormat, String> {
+        match s {
+            "mlpackage" => Ok(OutputFormat::Mlpackage),
+            "mlmodelc" => Ok(OutputFormat::Mlmodelc),
+            "both" => Ok(OutputFormat::Both),
+            other => Err(format!(
+                "`{other}` is not one of mlpackage, mlmodelc, both"
+            )),
+        }
     }
 }

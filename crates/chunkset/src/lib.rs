@@ -1,7 +1,8 @@
 //! `chunkset`: the contract between the writer of a chunk set (`gemma4-export`) and its runtime
 //! (`mil-runtime`), in one place.
 //!
-//! * [`kinds`]: [`LayerKind`] (sliding / full), [`CachePolicy`], [`Precision`], [`PackageFormat`].
+//! * [`kinds`]: [`LayerKind`] (sliding / full), [`CachePolicy`], [`Precision`], [`PackageFormat`],
+//!   [`OutputFormat`].
 //! * [`variant`]: [`Variant`], how the decoder is cut and its KV kept.
 //! * [`function`]: [`FunctionKind`] and the MIL function names (`decode_q1`, `verify_qK`, `main`),
 //!   [`Functions`], the set of functions a build writes.
@@ -38,7 +39,7 @@ pub use error::ContractError;
 pub use files::{SetDiff, compare_sets, hash_tree, list_files, sha256_file, write_zip};
 pub use function::{DECODE_FN, FunctionKind, Functions, FunctionsError, PREFILL_FN, VERIFY_FN};
 pub use io::{IoContract, IoDType, IoTensor, KindIo};
-pub use kinds::{CacheKind, CachePolicy, LayerKind, PackageFormat, Precision};
+pub use kinds::{CacheKind, CachePolicy, LayerKind, OutputFormat, PackageFormat, Precision};
 pub use manifest::{
     BuildFacts, BuildSpec, ChunkRange, ChunkSetManifest, FileEntry, MANIFEST_FORMAT, MANIFEST_NAME,
 };

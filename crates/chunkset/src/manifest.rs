@@ -10,7 +10,7 @@
 use crate::compression::Compression;
 use crate::error::{ContractError, nullable, read_json, sorted};
 use crate::function::Functions;
-use crate::kinds::Precision;
+use crate::kinds::{OutputFormat, Precision};
 use crate::variant::Variant;
 use palettize::TensorRecord;
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,8 @@ pub struct BuildSpec {
     pub functions: Functions,
     /// `model_name` of `model_config.json`, when given (default: [`BuildSpec::model_name`]).
     pub model_name: Option<String>,
+    /// Packages, compiled bundles or both (`--format`).
+    pub format: OutputFormat,
 }
 
 impl BuildSpec {
@@ -113,6 +115,9 @@ struct BuildFactsRecord {
     model_files: Vec<FileEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     palettized_weights: Option<usize>,
+    /// Left out for the default (`mlpackage`), so package sets keep their manifest bytes.
+    #[serde(default, skip_serializing_if = "OutputFormat::is_default")]
+    format: OutputFormat,
 }
 
 impl From<BuildFacts> for BuildFactsRecord {
@@ -134,6 +139,7 @@ impl From<BuildFacts> for BuildFactsRecord {
             prefill_chunks: b.prefill_chunks,
             model_files: b.model_files,
             palettized_weights: b.palettized_weights,
+            format: s.format,
         }
     }
 }
@@ -153,6 +159,7 @@ impl TryFrom<BuildFactsRecord> for BuildFacts {
                 compression,
                 functions: r.functions,
                 model_name: r.model_name,
+                format: r.format,
             },
             sliding_producer: r.sliding_producer,
             full_producer: r.full_producer,

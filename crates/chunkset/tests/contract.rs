@@ -183,6 +183,7 @@ fn manifest() -> ChunkSetManifest {
                 }),
                 functions: "decode,prefill:8".parse().unwrap(),
                 model_name: Some("custom".into()),
+                format: chunkset::OutputFormat::Both,
             },
             sliding_producer: Some(3),
             full_producer: None,

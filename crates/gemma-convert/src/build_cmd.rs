@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use chunkset::{BuildSpec, Compression, Functions, LutConfig, NBits, Precision, Variant};
+use chunkset::{
+    BuildSpec, Compression, Functions, LutConfig, NBits, OutputFormat, Precision, Variant,
+};
 use clap::{Args, ValueEnum};
 use gemma4_export::build::{BuildOptions, Progress, build};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -57,6 +59,10 @@ pub struct BuildArgs {
     /// Functions per chunk: decode[,verify:K][,prefill:N].
     #[arg(long, default_value = "decode")]
     pub functions: String,
+    /// Model form of every chunk: mlpackage (default), mlmodelc (compiled bundles, as the Swift
+    /// runtime loads them) or both.
+    #[arg(long, default_value = "mlpackage")]
+    pub format: String,
     /// Build only this chunk (or `side` for the side files), for CI matrices; join parts with
     /// `gemma-convert assemble`.
     #[arg(long)]
@@ -179,6 +185,10 @@ impl BuildArgs {
             flag: "--functions",
             reason: format!("{e}"),
         })?;
+        let format: OutputFormat = self.format.parse().map_err(|e| UsageError {
+            flag: "--format",
+            reason: e,
+        })?;
         Ok(BuildSpec {
             model,
             variant,
@@ -190,6 +200,7 @@ impl BuildArgs {
             compression,
             functions,
             model_name: self.model_name.clone(),
+            format,
         })
     }
 
@@ -263,6 +274,9 @@ pub fn canonical_command(spec: &BuildSpec) -> Vec<String> {
     if let Some(n) = &spec.model_name {
         c.extend(["--model-name".into(), n.clone()]);
     }
+    if !spec.format.is_default() {
+        c.extend(["--format".into(), spec.format.name().into()]);
+    }
     c
 }
 
@@ -308,10 +322,11 @@ pub fn execute(opts: &BuildOptions, quiet: bool, json_out: bool) -> Result<()> {
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if !bars.quiet {
+        let form = spec.format.formats()[0];
         for p in &report.packages {
             eprintln!(
                 "  {:<16} layers {:>3}..{:<3} {:>6} ops  weight.bin {}",
-                format!("{}.mlpackage", p.name),
+                form.file_name(&p.name),
                 p.layers[0],
                 p.layers[1],
                 p.ops,

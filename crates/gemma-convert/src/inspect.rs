@@ -1,4 +1,4 @@
-//! `gemma-convert inspect <PKG.mlpackage | SET_DIR> [--mil]`: each function's inputs and outputs
+//! `gemma-convert inspect <PKG.mlpackage | PKG.mlmodelc | SET_DIR> [--mil]`: each function's inputs and outputs
 //! with shapes and dtypes, op counts by type, weight bytes by storage (dense fp16/fp32, LUT indices,
 //! LUT tables, other), and with `--mil` the MIL text. A set directory is inspected package by package
 //! (and its manifest summarised).
@@ -17,7 +17,7 @@ use crate::exit::UsageError;
 /// Arguments of `gemma-convert inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A `.mlpackage` or a chunk set directory.
+    /// A `.mlpackage`, a `.mlmodelc` or a chunk set directory.
     pub path: PathBuf,
     /// Print the MIL text of every function.
     #[arg(long)]
@@ -80,9 +80,12 @@ fn io_json(f: &mil::Function) -> (Vec<serde_json::Value>, Vec<serde_json::Value>
 }
 
 fn inspect_package(path: &Path, mil_text: bool) -> Result<serde_json::Value> {
-    let pkg =
-        mlpackage::read_package(path).with_context(|| format!("reading {}", path.display()))?;
-    let weight_bin = path.join("Data/com.apple.CoreML/weights/weight.bin");
+    let pkg = mlpackage::read_model(path).with_context(|| format!("reading {}", path.display()))?;
+    let weight_bin = if mlpackage::compiled::is_bundle(path) {
+        path.join("weights/weight.bin")
+    } else {
+        path.join("Data/com.apple.CoreML/weights/weight.bin")
+    };
     let mut functions = Vec::new();
     for (name, f) in &pkg.program.functions {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -160,19 +163,20 @@ fn print_text(v: &serde_json::Value) {
 /// Run `inspect`.
 pub fn run(args: &InspectArgs) -> Result<()> {
     let p = &args.path;
-    let packages: Vec<PathBuf> = if p.extension().is_some_and(|e| e == "mlpackage") {
+    let is_model = |q: &Path| q.extension().is_some_and(|e| e == "mlpackage" || e == "mlmodelc");
+    let packages: Vec<PathBuf> = if is_model(p) {
         vec![p.clone()]
     } else if p.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(p)
             .with_context(|| format!("reading {}", p.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|q| q.extension().is_some_and(|e| e == "mlpackage"))
+            .filter(|q| is_model(q))
             .collect();
         v.sort();
         if v.is_empty() {
             return Err(UsageError {
                 flag: "PATH",
-                reason: format!("{}: no .mlpackage inside", p.display()),
+                reason: format!("{}: no .mlpackage or .mlmodelc inside", p.display()),
             }
             .into());
         }
@@ -180,7 +184,7 @@ pub fn run(args: &InspectArgs) -> Result<()> {
     } else {
         return Err(UsageError {
             flag: "PATH",
-            reason: format!("{}: not a .mlpackage or directory", p.display()),
+            reason: format!("{}: not a .mlpackage, .mlmodelc or directory", p.display()),
         }
         .into());
     };

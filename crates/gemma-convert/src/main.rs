@@ -7,6 +7,7 @@
 
 mod bench;
 mod build_cmd;
+mod compile;
 mod exit;
 mod inspect;
 mod model_source;
@@ -53,6 +54,9 @@ enum Command {
     Rebuild(sets::RebuildArgs),
     /// Run the reference forward on token ids and print the greedy continuation.
     Run(run::RunArgs),
+    /// Compile a set's packages with Core ML's compiler into `.mlmodelc` beside them (macOS,
+    /// feature `coreml`; exits 2 elsewhere).
+    Compile(compile::CompileArgs),
     /// Write a random-weight checkpoint with the tensor shapes of a config (performance work).
     Synth(synth::SynthArgs),
 }
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Some(Command::Assemble(a)) => sets::assemble(a),
         Some(Command::Rebuild(a)) => sets::rebuild(a),
         Some(Command::Run(a)) => run::run(a),
+        Some(Command::Compile(a)) => compile::run(a),
         Some(Command::Synth(a)) => synth::run(a),
     };
     match result {

@@ -1,5 +1,5 @@
 //! The conversion as a readable phase list:
-//! `inventory → plan → emit → optimize → serialize → verify → side files → publish`.
+//! `inventory → plan → emit → optimize → serialize → [compile] → verify → side files → publish`.
 //!
 //! * **inventory**: open the checkpoint (config, tensor headers, prefix), hash its files.
 //! * **plan**: derive the [`ChunkPlan`] of the variant.
@@ -12,7 +12,9 @@
 //!   the declared inputs are kept alive.
 //! * **serialize**: write `<chunk>.mlpackage` (protobuf, `weight.bin`, `Manifest.json`); the chunk's
 //!   program is dropped right after, so peak memory is one chunk.
-//! * **verify**: read every package back from disk and validate its program.
+//! * **compile** (`--format mlmodelc|both`): compile the written package into `<chunk>.mlmodelc`
+//!   (`mlpackage::compiled`); with `mlmodelc` the package is removed again.
+//! * **verify**: read every package (and bundle) back from disk and validate its program.
 //! * **side files**: int8 embedding / PLE tables, PLE projection and norm, RoPE tables,
 //!   `model_config.json` (plus `verify_k` / `prefill_length` / `prefill_chunks` when those functions
 //!   are built), `hf_model/`.
@@ -34,7 +36,7 @@ use crate::weights::{WeightSource, Weights};
 use chunkset::error::read_json;
 use chunkset::{
     BuildFacts, BuildSpec, Compression, ContractError, DEFAULT_GROUP_SIZE, LutConfig, NBits,
-    Precision, hash_tree, list_files, write_zip,
+    OutputFormat, PackageFormat, Precision, hash_tree, list_files, write_zip,
 };
 use mil::Program;
 use palettize::TensorRecord;
@@ -90,6 +92,7 @@ impl BuildOptions {
                 }),
                 functions: Functions::decode_only(),
                 model_name: None,
+                format: OutputFormat::Mlpackage,
             },
             model_dir,
             command: Vec::new(),
@@ -130,6 +133,12 @@ impl BuildOptions {
 
     pub fn functions(mut self, functions: Functions) -> Self {
         self.spec.functions = functions;
+        self
+    }
+
+    /// Packages, compiled bundles or both.
+    pub fn format(mut self, format: OutputFormat) -> Self {
+        self.spec.format = format;
         self
     }
 
@@ -636,7 +645,7 @@ fn finish(
         }
         Ok(())
     })?;
-    let dest = pc.dir.join(format!("{}.mlpackage", chunk.name));
+    let dest = pc.dir.join(PackageFormat::Mlpackage.file_name(&chunk.name));
     let ops = program
         .functions
         .values()
@@ -653,9 +662,35 @@ fn finish(
             &mlpackage::WriteOptions::default(),
         )?)
     })?;
+    // --format mlmodelc|both: compile the written package into `<chunk>.mlmodelc` (and remove the
+    // package again for `mlmodelc`)
+    let formats = opts.spec.format.formats();
+    let mut written = Vec::new();
+    if formats.contains(&PackageFormat::Mlmodelc) {
+        let bundle = pc.dir.join(PackageFormat::Mlmodelc.file_name(&chunk.name));
+        t.run_labelled("compile", &format!("compile {}", chunk.name), 1, || {
+            Ok(mlpackage::compiled::compile_package(
+                &dest,
+                &bundle,
+                &Default::default(),
+            )?)
+        })?;
+        written.push(bundle);
+    }
+    if formats.contains(&PackageFormat::Mlpackage) {
+        written.push(dest);
+    } else {
+        std::fs::remove_dir_all(&dest).map_err(|source| ExportError::Io {
+            path: dest.clone(),
+            source,
+        })?;
+    }
     t.run_labelled("verify", &format!("verify {}", chunk.name), 1, || {
-        let back = mlpackage::read_package(&dest)?;
-        Ok(mil::validate::validate(&back.program)?)
+        for path in &written {
+            let back = mlpackage::read_model(path)?;
+            mil::validate::validate(&back.program)?;
+        }
+        Ok(())
     })?;
     Ok(PackageSummary {
         name: chunk.name.clone(),

@@ -39,6 +39,8 @@ pub enum ExportError {
     #[error(transparent)]
     Package(#[from] mlpackage::PackageError),
     #[error(transparent)]
+    Bundle(#[from] mlpackage::BundleError),
+    #[error(transparent)]
     Contract(#[from] chunkset::ContractError),
     #[error("palettizing `{tensor}`: {source}")]
     Palettize {

@@ -44,6 +44,21 @@ fn backend_err(message: impl Into<String>) -> RuntimeError {
     }
 }
 
+/// Compile a `.mlpackage` with Core ML's own compiler (`MLModel.compileModelAtURL`); returns the
+/// temporary `.mlmodelc` directory Core ML wrote (the caller moves or copies it).
+pub fn compile_model(path: &Path) -> Result<PathBuf, RuntimeError> {
+    let url = NSURL::fileURLWithPath(&NSString::from_str(&path.display().to_string()));
+    // SAFETY: `url` is a valid file URL; Core ML writes the bundle into a temporary directory.
+    #[allow(deprecated)]
+    let compiled = unsafe { MLModel::compileModelAtURL_error(&url) }
+        .map_err(|e| ns_err(&format!("compiling {}", path.display()), &e))?;
+    #[allow(unused_unsafe)]
+    // SAFETY: reads the file path of a file URL.
+    let p = unsafe { compiled.path() }
+        .ok_or_else(|| backend_err(format!("compiling {}: no file path", path.display())))?;
+    Ok(PathBuf::from(p.to_string()))
+}
+
 /// A package run by Core ML.
 pub struct CoreMlBackend {
     path: PathBuf,
