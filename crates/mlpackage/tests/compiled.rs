@@ -3,6 +3,8 @@
 //! read back (our bundles and Apple's), and round trips of hand-built programs.
 
 mod common;
+#[path = "common/oracle.rs"]
+mod oracle;
 
 use common::*;
 use mil::{
@@ -350,4 +352,33 @@ fn literals_of_every_dtype_round_trip_through_text() {
         mil::text::fmt_type(&ValueType::Tensor(TensorType::scalar(DType::I32)), Dialect::Ios18),
         "int32"
     );
+}
+
+#[test]
+fn dense_models_agree_with_mlmodelc_export() {
+    use mlpackage::compiled::package_source;
+    // coremltools-written packages (fp16 and multi-function) and hand-built dense programs
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cases: Vec<(String, PathBuf)> = Vec::new();
+    for name in ["tiny_fp16", "tiny_multi"] {
+        cases.push((name.into(), fixtures().join(format!("{name}.mlpackage"))));
+    }
+    for (name, pkg) in [
+        ("fp16", package(single(fp16_function(4, 1)), None)),
+        ("multi", package(multifunction_program(), Some("main"))),
+    ] {
+        let dest = tmp.path().join(format!("{name}.mlpackage"));
+        mlpackage::write_package(&pkg, &dest, &Default::default()).unwrap();
+        cases.push((name.into(), dest));
+    }
+    for (name, pkg) in cases {
+        let src = package_source(&pkg).unwrap();
+        let ours = compile(&src, &Compiler::gemma_convert()).unwrap();
+        let files = src
+            .files
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+            .collect();
+        oracle::agrees_with_mlmodelc_export(&name, src.model.as_bytes(), &files, &ours);
+    }
 }
