@@ -33,6 +33,7 @@ const TOP: [&str; 22] = [
     "generatedClassName",
     "inputSchema",
     "availability",
+    "neuralNetworkLayerTypeHistogram",
     "method",
     "metadataOutputVersion",
     "stateSchema",
@@ -43,7 +44,6 @@ const TOP: [&str; 22] = [
     "computePrecision",
     "outputSchema",
     "modelParameters",
-    "neuralNetworkLayerTypeHistogram",
 ];
 /// Insertion order of a fixed-shape feature entry.
 const FEATURE: [&str; 8] = [
@@ -439,4 +439,84 @@ pub(crate) fn metadata(
         top.push(("defaultFunctionName", Json::str(&default)));
     }
     Ok(Json::Arr(vec![object(&TOP, top)?]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compiled::nsjson::enumeration_order;
+
+    /// Keys of the object starting at line `start` (its members sit at `indent` spaces), in order.
+    fn keys_at(text: &str, start: usize, indent: usize) -> Vec<String> {
+        let pad = " ".repeat(indent);
+        let mut keys = Vec::new();
+        for line in text.lines().skip(start + 1) {
+            if line.is_empty() {
+                continue;
+            }
+            if !line.starts_with(&pad) {
+                break;
+            }
+            let rest = &line[indent..];
+            if let Some(k) = rest.strip_prefix('"') {
+                keys.push(k[..k.find('"').unwrap()].to_string());
+            }
+        }
+        keys
+    }
+
+    /// Insert `observed` in `order`'s order and check the dictionary gives back `observed`.
+    fn reproduces(order: &[&str], observed: &[String]) -> bool {
+        let mut ins: Vec<&str> = observed.iter().map(String::as_str).collect();
+        ins.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
+        let out: Vec<&str> = enumeration_order(&ins)
+            .unwrap()
+            .into_iter()
+            .map(|i| ins[i])
+            .collect();
+        out == observed.iter().map(String::as_str).collect::<Vec<_>>()
+    }
+
+    #[test]
+    fn insertion_orders_reproduce_the_neural_network_sample_too() {
+        // a second compiler and a different kind of model: the top-level keys (with storage
+        // precision and a layer histogram), a ranged input and a shapeless output
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/compiled/apple/nn_classifier.mlmodelc/metadata.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let top = keys_at(&text, 1, 4);
+        assert_eq!(top.len(), 14);
+        assert!(reproduces(&TOP, &top), "{top:?}");
+        let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap();
+        let input = keys_at(&text, line("\"inputSchema\"") + 1, 8);
+        assert_eq!(input.len(), 10);
+        assert!(reproduces(&RANGED_FEATURE, &input), "{input:?}");
+        let output = keys_at(&text, line("\"outputSchema\"") + 1, 8);
+        assert!(reproduces(&FEATURE, &output), "{output:?}");
+        let avail = keys_at(&text, line("\"availability\""), 6);
+        assert!(reproduces(&AVAILABILITY, &avail), "{avail:?}");
+        let user = keys_at(&text, line("\"userDefinedMetadata\""), 6);
+        let mut sorted = user.clone();
+        sorted.sort();
+        assert!(reproduces(&sorted.iter().map(String::as_str).collect::<Vec<_>>(), &user));
+    }
+
+    #[test]
+    fn histogram_keys() {
+        assert_eq!(histogram_key("mul", "CoreML6"), "Ios16.mul");
+        assert_eq!(histogram_key("reduce_argmax", "CoreML7"), "Ios17.reduceArgmax");
+        assert_eq!(
+            histogram_key("constexpr_affine_dequantize", "CoreML7"),
+            "Ios16.constexprAffineDequantize"
+        );
+        assert_eq!(histogram_key("relu", "CoreML7"), "Ios16.relu");
+        assert_eq!(histogram_key("relu", "CoreML8"), "Ios18.relu");
+        assert_eq!(histogram_key("select", "CoreML7"), "Select");
+        assert_eq!(
+            histogram_key("constexpr_lut_to_dense", "CoreML8"),
+            "Ios18.constexprLutToDense"
+        );
+    }
 }
