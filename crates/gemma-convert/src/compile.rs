@@ -94,11 +94,11 @@ pub fn run(args: &CompileArgs) -> Result<()> {
             .tempdir_in(parent)
             .with_context(|| format!("staging beside {}", dest.display()))?;
         let staged = staging.path().join("bundle");
-        copy_dir(&compiled, &staged)
-            .with_context(|| format!("copying {}", compiled.display()))?;
+        copy_dir(&compiled, &staged).with_context(|| format!("copying {}", compiled.display()))?;
         let _ = std::fs::remove_dir_all(&compiled);
         if dest.exists() {
-            std::fs::remove_dir_all(&dest).with_context(|| format!("replacing {}", dest.display()))?;
+            std::fs::remove_dir_all(&dest)
+                .with_context(|| format!("replacing {}", dest.display()))?;
         }
         std::fs::rename(&staged, &dest).with_context(|| format!("writing {}", dest.display()))?;
         eprintln!("{} → {}", pkg.display(), dest.display());

@@ -163,7 +163,10 @@ fn print_text(v: &serde_json::Value) {
 /// Run `inspect`.
 pub fn run(args: &InspectArgs) -> Result<()> {
     let p = &args.path;
-    let is_model = |q: &Path| q.extension().is_some_and(|e| e == "mlpackage" || e == "mlmodelc");
+    let is_model = |q: &Path| {
+        q.extension()
+            .is_some_and(|e| e == "mlpackage" || e == "mlmodelc")
+    };
     let packages: Vec<PathBuf> = if is_model(p) {
         vec![p.clone()]
     } else if p.is_dir() {

@@ -42,7 +42,9 @@ fn build(model: &str, out: &Path, extra: &[&str]) {
 
 fn parity(model: &str, set: &Path, extra: &[&str]) -> serde_json::Value {
     let m = fixtures().join("models").join(model);
-    let g = fixtures().join("goldens").join(format!("{model}.safetensors"));
+    let g = fixtures()
+        .join("goldens")
+        .join(format!("{model}.safetensors"));
     let mut a = vec!["parity", "--model", s(&m), "--chunks", s(set), "--json"];
     // `--reference-weights graph` compares with the reference forward on the set's own weights
     if !extra.contains(&"graph") {
@@ -114,10 +116,23 @@ fn mlmodelc_sets_give_the_package_sets_logits_bit_for_bit() {
         build(model, &c, &[&dense[..], &["--format", "mlmodelc"]].concat());
         assert_eq!(
             entries(&c, ".mlmodelc"),
-            ["chunk1.mlmodelc", "chunk2.mlmodelc", "chunk3.mlmodelc", "chunk4.mlmodelc"]
+            [
+                "chunk1.mlmodelc",
+                "chunk2.mlmodelc",
+                "chunk3.mlmodelc",
+                "chunk4.mlmodelc"
+            ]
         );
-        assert!(entries(&c, ".mlpackage").is_empty(), "{model}: packages left");
-        for f in ["model.mil", "weights/weight.bin", "coremldata.bin", "metadata.json"] {
+        assert!(
+            entries(&c, ".mlpackage").is_empty(),
+            "{model}: packages left"
+        );
+        for f in [
+            "model.mil",
+            "weights/weight.bin",
+            "coremldata.bin",
+            "metadata.json",
+        ] {
             assert!(c.join("chunk1.mlmodelc").join(f).is_file(), "{model}: {f}");
         }
         let (rp, rc) = (
@@ -158,9 +173,18 @@ fn int4_multifunction_and_prefill_bundles_match_their_packages() {
     let pre = std::fs::read_to_string(c.join("prefill_chunk1.mlmodelc/model.mil")).unwrap();
     assert!(pre.contains("    func main<ios18>("));
     let meta = std::fs::read_to_string(c.join("chunk1.mlmodelc/metadata.json")).unwrap();
-    assert!(meta.contains("\"defaultFunctionName\" : \"decode_q1\""), "{meta}");
+    assert!(
+        meta.contains("\"defaultFunctionName\" : \"decode_q1\""),
+        "{meta}"
+    );
     assert!(meta.contains("\"Ios18.constexprLutToDense\""), "{meta}");
-    let extra = ["--prefill", "--reference-weights", "graph", "--tolerance", "fp32"];
+    let extra = [
+        "--prefill",
+        "--reference-weights",
+        "graph",
+        "--tolerance",
+        "fp32",
+    ];
     let (rp, rc) = (parity(model, &p, &extra), parity(model, &c, &extra));
     assert_eq!(rp["pass"], true, "{rp}");
     assert_eq!(rc, rp);
@@ -200,7 +224,10 @@ fn both_writes_the_same_packages_and_bundles_and_rebuild_reproduces_bundles() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert!(cmd.windows(2).any(|w| w == ["--format", "mlmodelc"]), "{cmd:?}");
+    assert!(
+        cmd.windows(2).any(|w| w == ["--format", "mlmodelc"]),
+        "{cmd:?}"
+    );
     let again = tmp.path().join("again");
     let o = run(&["rebuild", s(&c), "--out", s(&again)]);
     assert!(o.status.success(), "{}", text(&o));

@@ -56,7 +56,10 @@ fn dense_chunk_bundles_agree_with_mlmodelc_export() {
                     ("metadata.json", &ours.metadata),
                     ("analytics/coremldata.bin", &ours.analytics),
                 ] {
-                    assert!(std::fs::read(bundle.join(f)).unwrap() == *bytes, "{what}: {f}");
+                    assert!(
+                        std::fs::read(bundle.join(f)).unwrap() == *bytes,
+                        "{what}: {f}"
+                    );
                 }
                 let files = src
                     .files

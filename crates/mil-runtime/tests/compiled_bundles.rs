@@ -79,7 +79,10 @@ fn compiled_fixture_bundles_run_bit_identically_to_their_packages() {
                 };
                 inputs.insert(i.name.clone(), st_tensor(&io, &key, want));
             }
-            let (oa, ob) = (a.predict(f, &inputs).unwrap(), b.predict(f, &inputs).unwrap());
+            let (oa, ob) = (
+                a.predict(f, &inputs).unwrap(),
+                b.predict(f, &inputs).unwrap(),
+            );
             assert!(!oa.is_empty());
             assert_eq!(oa.keys().collect::<Vec<_>>(), ob.keys().collect::<Vec<_>>());
             for (k, t) in &oa {
@@ -92,7 +95,11 @@ fn compiled_fixture_bundles_run_bit_identically_to_their_packages() {
                         .map(|x| x.to_bits())
                         .collect::<Vec<_>>()
                 };
-                assert_eq!(bits(t), bits(u), "{name}/{f}/{k}: bundle differs from package");
+                assert_eq!(
+                    bits(t),
+                    bits(u),
+                    "{name}/{f}/{k}: bundle differs from package"
+                );
             }
         }
     }

@@ -27,6 +27,7 @@ pub mod manifest;
 pub mod package;
 pub mod weights;
 
+pub use compiled::{BundleError, read_model};
 pub use description::{
     ArrayFeature, DefaultValue, Description, Feature, FeatureKind, FunctionDescription, Interface,
     Metadata, ShapeFlexibility,
@@ -36,5 +37,4 @@ pub use package::{
     Package, WriteOptions, WriteReport, encode_in_memory, read_package, read_package_from_parts,
     read_package_spec, write_package,
 };
-pub use compiled::{BundleError, read_model};
 pub use weights::{BlobReader, BlobRecord, BlobWriter};

@@ -41,8 +41,10 @@ fn add_model() -> Package {
     let mut f = Function::new("CoreML6");
     f.inputs = vec![f16("x"), f16("y")];
     let mut mul = Operation::new("mul", "op_3_cast_fp16");
-    mul.inputs.insert("x".into(), vec![mil::Binding::Name("x".into())]);
-    mul.inputs.insert("y".into(), vec![mil::Binding::Name("y".into())]);
+    mul.inputs
+        .insert("x".into(), vec![mil::Binding::Name("x".into())]);
+    mul.inputs
+        .insert("y".into(), vec![mil::Binding::Name("y".into())]);
     mul.outputs.push(f16("var_3"));
     f.block.operations.push(mul);
     f.block.outputs.push("var_3".into());
@@ -131,7 +133,8 @@ fn add_model_sample_is_reproduced_byte_for_byte_and_read_back() {
     // (the compiled text sorts buildInfo by key, so the program read back has it sorted)
     let mut sorted = pkg.program.clone();
     if let Some(Value::Dict { entries, .. }) = sorted.attributes.get_mut("buildInfo") {
-        let key = |e: &(Value, Value)| e.0.as_tensor().and_then(|t| t.strings()).unwrap()[0].clone();
+        let key =
+            |e: &(Value, Value)| e.0.as_tensor().and_then(|t| t.strings()).unwrap()[0].clone();
         entries.sort_by_key(key);
     }
     for dir in [&ours, &apple] {
@@ -296,12 +299,17 @@ fn unsupported_inputs_are_typed_errors() {
     let pkg = package(single(fp16_function(2, 1)), None);
     std::fs::create_dir(&dest).unwrap();
     let err = write_bundle(&pkg, &dest, &BundleOptions::default()).unwrap_err();
-    assert!(matches!(err, mlpackage::BundleError::DestinationExists { .. }), "{err}");
+    assert!(
+        matches!(err, mlpackage::BundleError::DestinationExists { .. }),
+        "{err}"
+    );
     // a malformed model.mil names the line
     let ok = tmp.path().join("ok.mlmodelc");
     write_bundle(&pkg, &ok, &BundleOptions::default()).unwrap();
     let mil = ok.join("model.mil");
-    let text = std::fs::read_to_string(&mil).unwrap().replacen(" = ", " == ", 3);
+    let text = std::fs::read_to_string(&mil)
+        .unwrap()
+        .replacen(" = ", " == ", 3);
     std::fs::write(&mil, text).unwrap();
     let err = read_bundle(&ok).unwrap_err().to_string();
     assert!(err.contains("model.mil") && err.contains("line"), "{err}");
@@ -322,7 +330,14 @@ fn literals_of_every_dtype_round_trip_through_text() {
         TensorValue::from_f32(&[0], &[]).unwrap(),
         f16_tensor(&[2, 3, 2], &mut rng, 100.0),
     ];
-    for dtype in [DType::U1, DType::U2, DType::U3, DType::U4, DType::U6, DType::I4] {
+    for dtype in [
+        DType::U1,
+        DType::U2,
+        DType::U3,
+        DType::U4,
+        DType::U6,
+        DType::I4,
+    ] {
         let bits = dtype.bits().unwrap();
         let raw: Vec<u8> = (0..11).map(|i| (i * 5 % (1 << bits)) as u8).collect();
         let bytes = mil::value::pack_bits(&raw, bits);
@@ -335,21 +350,37 @@ fn literals_of_every_dtype_round_trip_through_text() {
             let v = Value::Tensor(v.clone());
             let text = fmt_literal(&v, d).unwrap();
             let mut no_blobs = |_: &TensorType, _: &str, _: u64| Err("no blobs".to_string());
-            let back = parse_literal(&text, &mut no_blobs).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let back =
+                parse_literal(&text, &mut no_blobs).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(back, v, "{text}");
         }
     }
     // spellings pinned by compiled samples
     let t = |v: TensorValue, d| fmt_literal(&Value::Tensor(v), d).unwrap();
-    assert_eq!(t(TensorValue::scalar_str("x"), Dialect::Ios18), "string(\"x\")");
-    assert_eq!(t(TensorValue::scalar_str("x"), Dialect::Legacy), "tensor<string, []>(\"x\")");
-    assert_eq!(t(TensorValue::scalar_f32(0.5), Dialect::Ios18), "fp32(0x1p-1)");
     assert_eq!(
-        t(TensorValue::from_f32(&[1], &[-1.0]).unwrap(), Dialect::Ios18),
+        t(TensorValue::scalar_str("x"), Dialect::Ios18),
+        "string(\"x\")"
+    );
+    assert_eq!(
+        t(TensorValue::scalar_str("x"), Dialect::Legacy),
+        "tensor<string, []>(\"x\")"
+    );
+    assert_eq!(
+        t(TensorValue::scalar_f32(0.5), Dialect::Ios18),
+        "fp32(0x1p-1)"
+    );
+    assert_eq!(
+        t(
+            TensorValue::from_f32(&[1], &[-1.0]).unwrap(),
+            Dialect::Ios18
+        ),
         "tensor<fp32, [1]>([-0x1p+0])"
     );
     assert_eq!(
-        mil::text::fmt_type(&ValueType::Tensor(TensorType::scalar(DType::I32)), Dialect::Ios18),
+        mil::text::fmt_type(
+            &ValueType::Tensor(TensorType::scalar(DType::I32)),
+            Dialect::Ios18
+        ),
         "int32"
     );
 }

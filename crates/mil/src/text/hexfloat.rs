@@ -137,7 +137,11 @@ mod tests {
             if x.is_nan() {
                 continue;
             }
-            assert_eq!(parse(&format(x)).map(f64::to_bits), Some(x.to_bits()), "{b:#x}");
+            assert_eq!(
+                parse(&format(x)).map(f64::to_bits),
+                Some(x.to_bits()),
+                "{b:#x}"
+            );
         }
         let mut s: u32 = 0x1234_5678;
         for _ in 0..20_000 {
@@ -146,7 +150,11 @@ mod tests {
             if x.is_nan() {
                 continue;
             }
-            assert_eq!(parse(&format(x)).map(f64::to_bits), Some(x.to_bits()), "{s:#x}");
+            assert_eq!(
+                parse(&format(x)).map(f64::to_bits),
+                Some(x.to_bits()),
+                "{s:#x}"
+            );
         }
         assert_eq!(format(f64::MIN_POSITIVE / 4.0), "0x1p-1024");
         assert_eq!(parse("0x1p-1024"), Some(f64::MIN_POSITIVE / 4.0));

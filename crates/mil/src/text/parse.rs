@@ -461,7 +461,10 @@ impl Parser<'_, '_> {
                     path = t.strings().and_then(|s| s.first()).cloned();
                 }
                 ("offset", Some(t)) if t.dtype() == DType::U64 && t.num_elements() == 1 => {
-                    offset = t.to_i64_vec().ok().and_then(|v| v.first().map(|&x| x as u64));
+                    offset = t
+                        .to_i64_vec()
+                        .ok()
+                        .and_then(|v| v.first().map(|&x| x as u64));
                 }
                 _ => return self.err(format!("bad BLOBFILE argument `{key}`")),
             }
@@ -566,7 +569,7 @@ impl Parser<'_, '_> {
         if shape.len() != t.rank() && !(t.rank() == 0 && shape.is_empty()) {
             // an empty innermost list has no leaves to tell its depth; accept `[]` for any rank
             // with a zero dimension
-            let zero = t.shape.iter().any(|d| *d == Dim::Fixed(0)) && leaves.is_empty();
+            let zero = t.shape.contains(&Dim::Fixed(0)) && leaves.is_empty();
             if !zero {
                 return self.err(format!(
                     "literal of rank {} for type {}",
@@ -703,17 +706,19 @@ impl Parser<'_, '_> {
     fn op(&mut self) -> Result<Operation, TextError> {
         let mut outputs = Vec::new();
         // an op without outputs (`write_state(…)[…];`) starts with its type and `(`
-        let no_outputs = matches!(self.peek(), Some(Tok::Ident(_)))
-            && self.peek_at(1) == Some(&Tok::Punct('('));
-        while !no_outputs {
-            let ty = self.parse_type()?;
-            let name = self.ident()?;
-            outputs.push(NamedValueType { name, ty });
-            if self.is_punct(',') {
-                self.i += 1;
-            } else {
-                self.expect('=')?;
-                break;
+        let no_outputs =
+            matches!(self.peek(), Some(Tok::Ident(_))) && self.peek_at(1) == Some(&Tok::Punct('('));
+        if !no_outputs {
+            loop {
+                let ty = self.parse_type()?;
+                let name = self.ident()?;
+                outputs.push(NamedValueType { name, ty });
+                if self.is_punct(',') {
+                    self.i += 1;
+                } else {
+                    self.expect('=')?;
+                    break;
+                }
             }
         }
         let op_type = self.ident()?;
@@ -751,9 +756,11 @@ impl Parser<'_, '_> {
         self.expect(';')?;
         let name = match attributes.remove("name") {
             None => outputs.first().map(|o| o.name.clone()).unwrap_or_default(),
-            Some(Value::Tensor(t)) if t.strings().is_some_and(|s| s.len() == 1) => {
-                t.strings().and_then(|s| s.first()).cloned().unwrap_or_default()
-            }
+            Some(Value::Tensor(t)) if t.strings().is_some_and(|s| s.len() == 1) => t
+                .strings()
+                .and_then(|s| s.first())
+                .cloned()
+                .unwrap_or_default(),
             Some(_) => return self.err("op `name` must be a string"),
         };
         Ok(Operation {
@@ -846,10 +853,7 @@ impl Parser<'_, '_> {
         }
         self.expect('}')?;
         if self.peek().is_some() {
-            return self.err(format!(
-                "unexpected {} after the program",
-                self.describe()
-            ));
+            return self.err(format!("unexpected {} after the program", self.describe()));
         }
         Ok(ParsedProgram {
             version,

@@ -142,24 +142,22 @@ fn nest(els: &[String], shape: &[usize]) -> String {
 }
 
 /// A literal without its type wrapper (inside dictionaries, tuples and lists, and the content of a
-/// typed tensor literal).
-pub fn fmt_untyped(v: &Value, d: Dialect) -> Result<String, TextError> {
+/// typed tensor literal); the same in both dialects.
+pub fn fmt_untyped(v: &Value) -> Result<String, TextError> {
     Ok(match v {
         Value::Tensor(t) => nest(&elements(t)?, &t.shape()),
         Value::Tuple(vs) => {
-            let parts: Result<Vec<String>, TextError> =
-                vs.iter().map(|x| fmt_untyped(x, d)).collect();
+            let parts: Result<Vec<String>, TextError> = vs.iter().map(fmt_untyped).collect();
             format!("({})", parts?.join(", "))
         }
         Value::List { values, .. } => {
-            let parts: Result<Vec<String>, TextError> =
-                values.iter().map(|x| fmt_untyped(x, d)).collect();
+            let parts: Result<Vec<String>, TextError> = values.iter().map(fmt_untyped).collect();
             format!("[{}]", parts?.join(", "))
         }
         Value::Dict { entries, .. } => {
             let mut parts = Vec::with_capacity(entries.len());
             for (k, x) in entries {
-                parts.push(format!("{{{}, {}}}", fmt_untyped(k, d)?, fmt_untyped(x, d)?));
+                parts.push(format!("{{{}, {}}}", fmt_untyped(k)?, fmt_untyped(x)?));
             }
             format!("{{{}}}", parts.join(", "))
         }
@@ -173,11 +171,11 @@ pub fn fmt_literal(v: &Value, d: Dialect) -> Result<String, TextError> {
         Value::Tensor(t) => fmt_tensor_type(t.ty(), d),
         other => fmt_type(&other.value_type(), d),
     };
-    Ok(format!("{ty}({})", fmt_untyped(v, d)?))
+    Ok(format!("{ty}({})", fmt_untyped(v)?))
 }
 
 /// A literal whose declared type is written instead of the value's own (lists with an unknown
 /// length, dictionaries of tensors with unknown dimensions: `FlexibleShapeInformation`).
 pub fn fmt_literal_as(v: &Value, declared: &ValueType, d: Dialect) -> Result<String, TextError> {
-    Ok(format!("{}({})", fmt_type(declared, d), fmt_untyped(v, d)?))
+    Ok(format!("{}({})", fmt_type(declared, d), fmt_untyped(v)?))
 }

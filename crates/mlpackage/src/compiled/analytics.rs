@@ -71,8 +71,11 @@ pub fn encode(model_file: &[u8], model_name: &str) -> Vec<u8> {
     out
 }
 
-/// The groups of a file, for tests and `inspect`: `(group, [(key, value)])`.
-pub fn decode(b: &[u8]) -> Option<Vec<(String, Vec<(String, String)>)>> {
+/// One group: its name and its `(key, value)` entries.
+pub type Group = (String, Vec<(String, String)>);
+
+/// The groups of a file (for tests and tools).
+pub fn decode(b: &[u8]) -> Option<Vec<Group>> {
     let mut pos = 0;
     let u64_at = |pos: &mut usize| -> Option<u64> {
         let v = u64::from_le_bytes(b.get(*pos..*pos + 8)?.try_into().ok()?);

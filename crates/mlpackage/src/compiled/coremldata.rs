@@ -78,9 +78,11 @@ fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
-/// Top-level fields of a protobuf message: `(field number, wire type, whole field bytes, payload
-/// range of length-delimited fields)`.
-fn fields(b: &[u8]) -> Result<Vec<(u64, u8, std::ops::Range<usize>, std::ops::Range<usize>)>, usize> {
+/// One field of a message: field number, wire type, the whole field's byte range, the payload's.
+type Field = (u64, u8, std::ops::Range<usize>, std::ops::Range<usize>);
+
+/// Top-level fields of a protobuf message.
+fn fields(b: &[u8]) -> Result<Vec<Field>, usize> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
@@ -134,7 +136,12 @@ pub fn description_bytes(model: &[u8]) -> Result<Vec<u8>, CoremldataError> {
 }
 
 /// The container bytes.
-pub fn encode(header_format: u32, spec_version: u8, description: &[u8], functions: usize) -> Vec<u8> {
+pub fn encode(
+    header_format: u32,
+    spec_version: u8,
+    description: &[u8],
+    functions: usize,
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEADER_LEN + description.len() + 16 * functions);
     b.extend_from_slice(&KIND_ML_PROGRAM.to_le_bytes());
     b.extend_from_slice(&header_format.to_le_bytes());
@@ -188,7 +195,8 @@ pub fn decode(b: &[u8]) -> Result<Container, CoremldataError> {
         .ok_or(CoremldataError::Payload { len, file: b.len() })?;
     let trailer = &b[end..];
     let functions = trailer.len() / TRAILER_RECORD;
-    let record_ok = |r: &[u8]| r[..4] == KIND_ML_PROGRAM.to_le_bytes() && r[4..].iter().all(|&x| x == 0);
+    let record_ok =
+        |r: &[u8]| r[..4] == KIND_ML_PROGRAM.to_le_bytes() && r[4..].iter().all(|&x| x == 0);
     if trailer.is_empty()
         || !trailer.len().is_multiple_of(TRAILER_RECORD)
         || !trailer.chunks(TRAILER_RECORD).all(record_ok)

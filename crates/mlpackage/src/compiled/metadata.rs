@@ -97,8 +97,13 @@ fn object(order: &[&str], mut entries: Vec<(&str, Json)>) -> R<Json> {
     if let Some((k, _)) = entries.iter().find(|(k, _)| !order.contains(k)) {
         return err(format!("metadata key `{k}` has no insertion order"));
     }
-    ns_object(entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-        .ok_or_else(|| MetadataError("too many keys".into()))
+    ns_object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+    .ok_or_else(|| MetadataError("too many keys".into()))
 }
 
 /// Availability of a specification version (the samples: 7 and 9).
@@ -302,7 +307,10 @@ fn feature(f: &Feature) -> R<Json> {
         ("dataType", Json::str(dt)),
         ("formattedType", Json::str(formatted)),
         ("shortDescription", Json::str(&f.short_description)),
-        ("shape", Json::str(format!("[{}]", dims_text(&a.shape, ", ")))),
+        (
+            "shape",
+            Json::str(format!("[{}]", dims_text(&a.shape, ", "))),
+        ),
         ("name", Json::str(&f.name)),
         ("type", Json::str(kind)),
     ];
@@ -384,7 +392,10 @@ pub(crate) fn metadata(
         ),
         (
             "modelType",
-            object(&["name"], vec![("name", Json::str("MLModelType_mlProgram"))])?,
+            object(
+                &["name"],
+                vec![("name", Json::str("MLModelType_mlProgram"))],
+            )?,
         ),
         (
             "userDefinedMetadata",
@@ -500,13 +511,19 @@ mod tests {
         let user = keys_at(&text, line("\"userDefinedMetadata\""), 6);
         let mut sorted = user.clone();
         sorted.sort();
-        assert!(reproduces(&sorted.iter().map(String::as_str).collect::<Vec<_>>(), &user));
+        assert!(reproduces(
+            &sorted.iter().map(String::as_str).collect::<Vec<_>>(),
+            &user
+        ));
     }
 
     #[test]
     fn histogram_keys() {
         assert_eq!(histogram_key("mul", "CoreML6"), "Ios16.mul");
-        assert_eq!(histogram_key("reduce_argmax", "CoreML7"), "Ios17.reduceArgmax");
+        assert_eq!(
+            histogram_key("reduce_argmax", "CoreML7"),
+            "Ios17.reduceArgmax"
+        );
         assert_eq!(
             histogram_key("constexpr_affine_dequantize", "CoreML7"),
             "Ios16.constexprAffineDequantize"

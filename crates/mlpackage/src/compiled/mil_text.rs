@@ -95,7 +95,12 @@ fn immediate(v: &pb::Value, loc: &str) -> R<Value> {
         return unsupported(loc, "a blob reference inside a tuple, list or dictionary");
     };
     let Some(imm) = &i.value else {
-        return at(loc, Err(ProgramError::Missing { what: "immediate value" }));
+        return at(
+            loc,
+            Err(ProgramError::Missing {
+                what: "immediate value",
+            }),
+        );
     };
     Ok(match (ty, imm) {
         (ValueType::Tensor(t), Imm::Tensor(x)) => {
@@ -119,7 +124,12 @@ fn immediate(v: &pb::Value, loc: &str) -> R<Value> {
             let mut entries = Vec::with_capacity(d.values.len());
             for kv in &d.values {
                 let (Some(k), Some(x)) = (&kv.key, &kv.value) else {
-                    return at(loc, Err(ProgramError::Missing { what: "dictionary entry" }));
+                    return at(
+                        loc,
+                        Err(ProgramError::Missing {
+                            what: "dictionary entry",
+                        }),
+                    );
                 };
                 entries.push((immediate(k, loc)?, immediate(x, loc)?));
             }
@@ -192,7 +202,8 @@ fn flexible_shape_information(
     d: Dialect,
     loc: &str,
 ) -> R<Option<String>> {
-    let mut ranged: Vec<(&str, &[i64], &[(u64, i64)])> = Vec::new();
+    type Ranged<'a> = (&'a str, &'a [i64], &'a [(u64, i64)]);
+    let mut ranged: Vec<Ranged<'_>> = Vec::new();
     for f in inputs {
         let Some(a) = f.array_type() else { continue };
         match &a.flexibility {
@@ -201,7 +212,10 @@ fn flexible_shape_information(
             Some(ShapeFlexibility::Enumerated(_)) => {
                 return unsupported(
                     loc,
-                    format!("enumerated shapes of input `{}` (no compiled sample pins them)", f.name),
+                    format!(
+                        "enumerated shapes of input `{}` (no compiled sample pins them)",
+                        f.name
+                    ),
                 );
             }
         }
@@ -210,7 +224,10 @@ fn flexible_shape_information(
         return Ok(None);
     }
     if d == Dialect::Legacy {
-        return unsupported(loc, "shape ranges in the legacy dialect (no compiled sample)");
+        return unsupported(
+            loc,
+            "shape ranges in the legacy dialect (no compiled sample)",
+        );
     }
     ranged.sort_by(|a, b| a.0.cmp(b.0));
     let s = ValueType::Tensor(TensorType::scalar(DType::Str));
@@ -289,7 +306,10 @@ fn attr_list(mut attrs: Vec<(String, String)>) -> String {
         return String::new();
     }
     attrs.sort_by(|a, b| a.0.cmp(&b.0));
-    let parts: Vec<String> = attrs.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let parts: Vec<String> = attrs
+        .into_iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
     format!("[{}]", parts.join(", "))
 }
 
@@ -349,7 +369,10 @@ pub(crate) fn print(
     let mut attrs = vec![("buildInfo".to_string(), build_info(p, compiler, d)?)];
     for (k, v) in &p.attributes {
         if k != "buildInfo" {
-            attrs.push((k.clone(), literal(v, d, &format!("program attribute `{k}`"))?));
+            attrs.push((
+                k.clone(),
+                literal(v, d, &format!("program attribute `{k}`"))?,
+            ));
         }
     }
     let _ = writeln!(s, "{}", attr_list(attrs));
@@ -363,7 +386,10 @@ pub(crate) fn print(
             .collect::<R<_>>()?;
         let mut attrs = Vec::new();
         for (k, v) in &f.attributes {
-            attrs.push((k.clone(), literal(v, d, &format!("{loc} › attribute `{k}`"))?));
+            attrs.push((
+                k.clone(),
+                literal(v, d, &format!("{loc} › attribute `{k}`"))?,
+            ));
         }
         if let Some(iface) = description.interface(name)
             && let Some(fsi) = flexible_shape_information(iface.inputs, d, &loc)?
@@ -423,7 +449,10 @@ pub(crate) fn print(
             }
             let mut attrs = Vec::with_capacity(op.attributes.len());
             for (k, v) in &op.attributes {
-                attrs.push((k.clone(), literal(v, d, &format!("{loc} › attribute `{k}`"))?));
+                attrs.push((
+                    k.clone(),
+                    literal(v, d, &format!("{loc} › attribute `{k}`"))?,
+                ));
             }
             // an op without outputs (write_state) is written without `… =` (no sample pins it)
             let lhs = if outs.is_empty() {

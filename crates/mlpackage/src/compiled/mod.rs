@@ -312,8 +312,8 @@ pub fn compile(src: &Source, compiler: &Compiler) -> Result<Compiled, BundleErro
         };
         files.insert(rel.to_string(), bytes.clone());
     }
-    let model_mil = mil_text::print(program, &description, compiler, dialect).map_err(|e| {
-        match e.kind {
+    let model_mil =
+        mil_text::print(program, &description, compiler, dialect).map_err(|e| match e.kind {
             mil_text::PrintErrorKind::Program(source) => BundleError::Program {
                 path: path.clone(),
                 location: e.location,
@@ -326,8 +326,7 @@ pub fn compile(src: &Source, compiler: &Compiler) -> Result<Compiled, BundleErro
             mil_text::PrintErrorKind::Unsupported(w) => {
                 unsupported(format!("{} ({})", w, e.location))
             }
-        }
-    })?;
+        })?;
     let desc_bytes = coremldata::description_bytes(src.model.as_bytes()).map_err(|source| {
         BundleError::Container {
             path: path.clone(),
@@ -336,8 +335,12 @@ pub fn compile(src: &Source, compiler: &Compiler) -> Result<Compiled, BundleErro
     })?;
     let spec_byte = u8::try_from(model.specification_version)
         .map_err(|_| unsupported("a specification version above 255".into()))?;
-    let coremldata =
-        coremldata::encode(header_format, spec_byte, &desc_bytes, program.functions.len());
+    let coremldata = coremldata::encode(
+        header_format,
+        spec_byte,
+        &desc_bytes,
+        program.functions.len(),
+    );
     let json = metadata::metadata(
         model.specification_version,
         &description,
@@ -440,11 +443,10 @@ pub fn package_source(pkg: &Path) -> Result<Source, BundleError> {
     let (_, model_path) = crate::package::open_manifest(pkg)?;
     let model = io(&model_path, fs::read(&model_path))?;
     let dir = model_path.parent().unwrap_or(pkg).to_path_buf();
-    let decoded =
-        spec::Model::decode(model.as_slice()).map_err(|source| BundleError::Decode {
-            path: model_path.clone(),
-            source,
-        })?;
+    let decoded = spec::Model::decode(model.as_slice()).map_err(|source| BundleError::Decode {
+        path: model_path.clone(),
+        source,
+    })?;
     let mut files = BTreeMap::new();
     if let Some(model::Type::MlProgram(p)) = &decoded.r#type {
         for r in referenced_files(p) {

@@ -74,7 +74,10 @@ pub fn agrees_with_mlmodelc_export(
     let theirs = mlmodelc_export::compile_to_bundle_with_weight_files(model, files)
         .unwrap_or_else(|e| panic!("{what}: mlmodelc-export: {e}"));
     let their_mil = String::from_utf8(theirs.model_mil.clone()).unwrap();
-    let (a, b): (Vec<&str>, Vec<&str>) = (ours.model_mil.lines().collect(), their_mil.lines().collect());
+    let (a, b): (Vec<&str>, Vec<&str>) = (
+        ours.model_mil.lines().collect(),
+        their_mil.lines().collect(),
+    );
     assert_eq!(a.len(), b.len(), "{what}: model.mil line count");
     assert!(a[1].starts_with("[buildInfo = ") && b[1].starts_with("[buildInfo = "));
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
