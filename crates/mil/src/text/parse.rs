@@ -168,6 +168,8 @@ impl<'a> Lexer<'a> {
 struct Parser<'a, 'r> {
     toks: Vec<(Tok, usize, usize)>,
     i: usize,
+    /// Nesting depth of types and literals (bounded: no stack overflow on hostile text).
+    depth: usize,
     resolver: &'r mut dyn BlobResolver,
     _src: std::marker::PhantomData<&'a ()>,
 }
@@ -181,6 +183,9 @@ enum Raw {
     Tuple(Vec<Raw>),
     Dict(Vec<(Raw, Raw)>),
 }
+
+/// Deepest nesting of types and literals accepted.
+const MAX_DEPTH: usize = 64;
 
 const TYPE_WORDS: [&str; 5] = ["tensor", "state", "list", "tuple", "dict"];
 
@@ -316,6 +321,21 @@ impl Parser<'_, '_> {
     }
 
     fn parse_type(&mut self) -> Result<ValueType, TextError> {
+        self.enter()?;
+        let t = self.parse_type_inner();
+        self.depth -= 1;
+        t
+    }
+
+    fn enter(&mut self) -> Result<(), TextError> {
+        if self.depth >= MAX_DEPTH {
+            return self.err(format!("nested more than {MAX_DEPTH} levels deep"));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    fn parse_type_inner(&mut self) -> Result<ValueType, TextError> {
         let word = self.ident()?;
         if DType::from_mil_name(&word).is_some() && !self.is_punct('<') {
             self.i -= 1;
@@ -374,6 +394,13 @@ impl Parser<'_, '_> {
 
     /// A literal without type: scalar token, string, `[…]`, `(…)` or `{…}`.
     fn raw(&mut self) -> Result<Raw, TextError> {
+        self.enter()?;
+        let r = self.raw_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn raw_inner(&mut self) -> Result<Raw, TextError> {
         let (line, col) = self.pos();
         match self.next() {
             Some(Tok::Num(n)) => Ok(Raw::Scalar(n, line, col)),
@@ -440,8 +467,12 @@ impl Parser<'_, '_> {
     }
 
     fn typed_literal(&mut self) -> Result<Value, TextError> {
-        let ty = self.parse_type()?;
-        self.typed_literal_body(&ty)
+        self.enter()?;
+        let v = self
+            .parse_type()
+            .and_then(|ty| self.typed_literal_body(&ty));
+        self.depth -= 1;
+        v
     }
 
     fn blobfile(&mut self, t: &TensorType) -> Result<Value, TextError> {
@@ -900,6 +931,7 @@ pub fn parse_program(
     Parser {
         toks,
         i: 0,
+        depth: 0,
         resolver,
         _src: std::marker::PhantomData,
     }
@@ -922,6 +954,7 @@ pub fn parse_literal(text: &str, resolver: &mut dyn BlobResolver) -> Result<Valu
     let mut p = Parser {
         toks,
         i: 0,
+        depth: 0,
         resolver,
         _src: std::marker::PhantomData,
     };
