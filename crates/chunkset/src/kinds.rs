@@ -200,9 +200,7 @@ impl std::str::FromStr for OutputFormat {
             "mlpackage" => Ok(OutputFormat::Mlpackage),
             "mlmodelc" => Ok(OutputFormat::Mlmodelc),
             "both" => Ok(OutputFormat::Both),
-            other => Err(format!(
-                "`{other}` is not one of mlpackage, mlmodelc, both"
-            )),
+            other => Err(format!("`{other}` is not one of mlpackage, mlmodelc, both")),
         }
     }
 }

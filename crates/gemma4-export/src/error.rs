@@ -39,7 +39,7 @@ pub enum ExportError {
     #[error(transparent)]
     Package(#[from] mlpackage::PackageError),
     #[error(transparent)]
-    Bundle(#[from] mlpackage::BundleError),
+    Bundle(Box<mlpackage::BundleError>),
     #[error(transparent)]
     Contract(#[from] chunkset::ContractError),
     #[error("palettizing `{tensor}`: {source}")]
@@ -69,6 +69,12 @@ pub enum ExportError {
     /// An internal step broke one of its own invariants (a bug, not the input).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<mlpackage::BundleError> for ExportError {
+    fn from(e: mlpackage::BundleError) -> Self {
+        ExportError::Bundle(Box::new(e))
+    }
 }
 
 impl From<mil::MilError> for ExportError {

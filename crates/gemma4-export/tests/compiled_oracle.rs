@@ -7,9 +7,9 @@ mod common;
 #[path = "../../mlpackage/tests/common/oracle.rs"]
 mod oracle;
 
+use chunkset::{Compression, OutputFormat, Precision};
 use common::fixture;
-use gemma4_export::build::{BuildOptions, Format, Functions, NoProgress, build};
-use gemma4_export::{Quant, Variant};
+use gemma4_export::build::{BuildOptions, NoProgress, build};
 use mlpackage::compiled::{Compiler, compile, package_source};
 
 #[test]
@@ -19,26 +19,16 @@ fn dense_chunk_bundles_agree_with_mlmodelc_export() {
     for model in ["tiny-e2b", "tiny-e2b-release", "tiny-gqa", "tiny-pal"] {
         for fp32 in [false, true] {
             let out = tmp.path().join(format!("{model}-{fp32}"));
-            let opts = BuildOptions {
-                model_dir: fixture(model),
-                model_source: model.into(),
-                variant: Variant::Swa4,
-                ctx: 64,
-                fp32,
-                quant: Quant {
-                    nbits: 0,
-                    group_size: 32,
-                },
-                functions: Functions::parse("decode,verify:2,prefill:4").unwrap(),
-                format: Format::Both,
-                only: None,
-                threads: None,
-                zip: false,
-                force: false,
-                out: out.clone(),
-                model_name: None,
-                dump_after: None,
-            };
+            let opts = BuildOptions::new(fixture(model), &out)
+                .ctx(64)
+                .precision(if fp32 {
+                    Precision::Fp32
+                } else {
+                    Precision::Fp16
+                })
+                .compression(Compression::Dense)
+                .functions("decode,verify:2,prefill:4".parse().unwrap())
+                .format(OutputFormat::Both);
             let report = build(&opts, &NoProgress).unwrap();
             for p in &report.packages {
                 let what = format!("{model} fp32={fp32} {}", p.name);

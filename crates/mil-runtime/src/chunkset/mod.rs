@@ -1,7 +1,7 @@
 //! The host side of a chunk set: what the on-device runtime does around the chunks each step.
 //!
-//! A chunk set directory holds `<chunk>.mlpackage` (or `<chunk>.mlmodelc`) per chunk, `model_config.json` and the side files
-//! (int8 embedding / PLE tables, RoPE tables). [`ChunkSet::open`] reads the config (the contract's
+//! A chunk set directory holds `<chunk>.mlpackage` (or `<chunk>.mlmodelc`) per chunk,
+//! `model_config.json` and the side files (int8 embedding / PLE tables, RoPE tables). [`ChunkSet::open`] reads the config (the contract's
 //! [`ModelConfig`], strictly: a missing or unknown field is an error naming it), loads every chunk
 //! with a [`Backend`] (the CPU interpreter reads each package back from disk) and the RoPE tables.
 //! A [`Session`] then drives one decode step per token:
