@@ -1,9 +1,10 @@
 //! The host side of a chunk set: what the on-device runtime does around the chunks each step.
 //!
 //! A chunk set directory holds `<chunk>.mlpackage` (or `<chunk>.mlmodelc`) per chunk,
-//! `model_config.json` and the side files (int8 embedding / PLE tables, RoPE tables). [`ChunkSet::open`] reads the config (the contract's
-//! [`ModelConfig`], strictly: a missing or unknown field is an error naming it), loads every chunk
-//! with a [`Backend`] (the CPU interpreter reads each package back from disk) and the RoPE tables.
+//! `model_config.json` and the side files (int8 embedding / PLE tables, RoPE tables).
+//! [`ChunkSet::open`] reads the config (the contract's [`ModelConfig`], strictly: a missing or
+//! unknown field is an error naming it), loads every chunk with a [`Backend`] (the CPU interpreter
+//! reads each package or bundle back from disk) and the RoPE tables.
 //! A [`Session`] then drives one decode step per token:
 //!
 //! 1. `hidden_states` = scaled token embedding, `per_layer_raw` = scaled PLE row (from an
