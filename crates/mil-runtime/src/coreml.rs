@@ -7,9 +7,11 @@
 //! Flow: `MLModel::compileModelAtURL` turns a `.mlpackage` into a temporary `.mlmodelc` once at
 //! load (a `.mlmodelc` is loaded as it is); each function is loaded lazily as its own `MLModel`
 //! with an `MLModelConfiguration` whose `functionName` selects the function and whose compute
-//! units come from [`LoadOptions`] (default CPU + Neural Engine). Inputs are copied into freshly allocated, contiguous
-//! `MLMultiArray`s (fp16 / fp32 / int32); outputs are copied out honouring the array's strides
-//! (Core ML may pad the last dimension of ANE outputs).
+//! units come from [`LoadOptions`] (default CPU + Neural Engine). Inputs are copied into freshly
+//! allocated, contiguous `MLMultiArray`s (fp16 / fp32 / int32); outputs are copied out honouring
+//! the array's strides (Core ML may pad the last dimension of ANE outputs).
+//!
+//! [`compile_model`] runs Core ML's compiler alone, for `gemma-convert compile`.
 //!
 //! Not covered: state inputs (`MLState`), image / sequence features, int8 I/O, taps (Core ML
 //! cannot expose internal values: `predict_with_taps` returns an error when taps are requested).
