@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Check a Core ML `.mlpackage` (ML Program) with coremltools 9.0, read-only.
 
-Usage: python scripts/validate_mlpackage.py PKG.mlpackage [--materialize] [--quiet]
+Usage: python scripts/validate_mlpackage.py PKG.mlpackage [--materialize] [--allow-fp32-states]
+       [--quiet]
 
 Exit status 0 when every check passes, 1 otherwise (each problem is printed as `FAIL: ...`),
 2 for usage errors. The package is never modified: the manifest is parsed here instead of through
@@ -16,6 +17,9 @@ Checks
   description  inputs / states / outputs match each function's signature (names, order, dtypes,
                fixed shapes); multi-function form (functions + defaultFunctionName, empty
                top-level lists) when the description uses it.
+  states       every state is an fp16 tensor with a static shape (Core ML's rule, enforced by
+               coremltools' exporter); --allow-fp32-states also accepts fp32 states (verification
+               builds that only the CPU interpreter runs).
   structure    every op has a string-scalar `name` attribute; names are defined once per function
                and before use; block outputs are defined; const ops carry exactly name + val.
   weights      weight.bin header (version 2), every record (sentinel, known dtype code, payload
@@ -228,6 +232,33 @@ def check_feature_list(fname, what, feats, actual):
         if fixed and shape and arr.WhichOneof("ShapeFlexibility") is None and shape != pdims:
             problem("function %s: %s %s described with shape %s, program has %s"
                     % (fname, what, name, list(shape), list(pdims)))
+
+
+def check_states(model, allow_fp32):
+    """Core ML states wrap a static fp16 tensor; returns {function: [(name, dtype, shape)]}."""
+    allowed = {DT.FLOAT16} | ({DT.FLOAT32} if allow_fp32 else set())
+    found = {}
+    for fname, f in model.mlProgram.functions.items():
+        states = []
+        for i in f.inputs:
+            if i.type.WhichOneof("type") != "stateType":
+                continue
+            wrapped = i.type.stateType.wrappedType
+            if wrapped.WhichOneof("type") != "tensorType":
+                problem("function %s: state %s does not wrap a tensor" % (fname, i.name))
+                continue
+            t = wrapped.tensorType
+            dims = [d.constant.size if d.WhichOneof("dimension") == "constant" else None
+                    for d in t.dimensions]
+            if None in dims:
+                problem("function %s: state %s has a flexible shape" % (fname, i.name))
+            if t.dataType not in allowed:
+                problem("function %s: state %s is %s; Core ML states are FLOAT16 only%s"
+                        % (fname, i.name, dt_name(t.dataType),
+                           "" if allow_fp32 else " (--allow-fp32-states for verification builds)"))
+            states.append((i.name, dt_name(t.dataType), dims))
+        found[fname] = states
+    return found
 
 
 def check_description(model):
@@ -534,6 +565,8 @@ def main():
     ap.add_argument("package")
     ap.add_argument("--materialize", action="store_true",
                     help="also decompress every constexpr_* op")
+    ap.add_argument("--allow-fp32-states", action="store_true",
+                    help="accept fp32 states (verification builds Core ML would not load)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     pkg = args.package
@@ -557,6 +590,7 @@ def main():
         print("FAILED: %d problem(s)" % len(PROBLEMS))
         return 1
     check_description(model)
+    states = check_states(model, args.allow_fp32_states)
     counts = check_structure(model.mlProgram)
     weights_dir = os.path.join(os.path.dirname(model_file), "weights")
     weights_dir = weights_dir if os.path.isdir(weights_dir) else None
@@ -570,6 +604,10 @@ def main():
         print("ops:       %d  %s" % (sum(counts.values()),
                                      ", ".join("%s=%d" % kv for kv in sorted(counts.items()))))
         print("weights:   %d blobs, %d bytes" % (blobs, weight_bytes))
+        for fname, st in sorted(states.items()):
+            if st:
+                print("states:    %s: %s" % (fname, ", ".join(
+                    "%s %s%s" % (n, d, list(sh)) for n, d, sh in st)))
         print("types:     %d op outputs compared with coremltools' inference" % compared)
         if args.materialize:
             print("constexpr: %d ops materialized" % materialized)

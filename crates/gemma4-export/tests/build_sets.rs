@@ -132,6 +132,7 @@ fn coremltools_accepts_every_chunk() {
                 &pkg,
                 &mlpackage::coremltools_check::CheckOptions {
                     materialize: compression != Compression::Dense,
+                    ..Default::default()
                 },
             )
             .unwrap_or_else(|e| panic!("{model} {precision:?} {compression:?} {}: {e}", p.name));

@@ -405,7 +405,10 @@ fn coremltools_accepts_verify_and_prefill_packages() {
             let pkg = out.join(format!("{}.mlpackage", p.name));
             mlpackage::coremltools_check::check_package(
                 &pkg,
-                &mlpackage::coremltools_check::CheckOptions { materialize: int4 },
+                &mlpackage::coremltools_check::CheckOptions {
+                    materialize: int4,
+                    ..Default::default()
+                },
             )
             .unwrap_or_else(|e| panic!("{model} {f} {}: {e}", p.name));
         }

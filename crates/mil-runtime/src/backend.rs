@@ -8,6 +8,7 @@
 
 use crate::error::RuntimeError;
 use crate::interp::Interpreter;
+use crate::state::ModelState;
 use crate::tensor::Tensor;
 use mil::{Program, TensorType};
 use std::collections::BTreeMap;
@@ -122,6 +123,38 @@ pub trait Backend {
             backend: self.name().to_string(),
             message: "this backend cannot return internal values (taps)".into(),
         })
+    }
+
+    /// A fresh (zero) state for `function`'s `state<…>` inputs, like Core ML's `makeState()`. The
+    /// same state can be used with every function of the package that declares the same states.
+    fn make_state(&self, function: &str) -> Result<ModelState, RuntimeError> {
+        ModelState::for_signature(function, &self.signature(function)?)
+    }
+
+    /// Run `function` with `state` bound to its state inputs (checked against the function's
+    /// declared states, see [`ModelState::check`]); the state's final values are kept in `state`,
+    /// the other outputs (and the requested taps) are returned.
+    fn predict_with_state(
+        &mut self,
+        function: &str,
+        inputs: &TensorMap,
+        state: &mut ModelState,
+        taps: &[&str],
+    ) -> Result<(TensorMap, TensorMap), RuntimeError> {
+        let sig = self.signature(function)?;
+        state.check(function, &sig)?;
+        let mut all = inputs.clone();
+        for (name, t) in state.tensors() {
+            if all.insert(name.clone(), t.clone()).is_some() {
+                return Err(RuntimeError::StateSchema {
+                    function: function.to_string(),
+                    detail: format!("`{name}` is given both as an input and as a state"),
+                });
+            }
+        }
+        let (mut outs, tapped) = self.predict_with_taps(function, &all, taps)?;
+        state.absorb(function, &mut outs)?;
+        Ok((outs, tapped))
     }
 }
 

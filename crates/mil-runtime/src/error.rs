@@ -152,6 +152,10 @@ pub enum RuntimeError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A model state does not fit a function's declared states (names, dtypes, shapes), or a
+    /// state value was not returned.
+    #[error("function `{function}`: state mismatch: {detail}")]
+    StateSchema { function: String, detail: String },
     /// A backend-specific failure (e.g. Core ML reported an error).
     #[error("backend {backend}: {message}")]
     Backend { backend: String, message: String },

@@ -7,6 +7,8 @@
 //!   constexpr evaluation, last-use analysis), signature checks, `run` / `run_with_taps`;
 //! * [`ops`]: one kernel module per op family, each with a spec sheet;
 //! * [`backend`]: the object-safe [`Backend`] trait and the CPU implementation;
+//! * [`state`]: [`ModelState`], the caller-held `MLState` of stateful functions (zero at start,
+//!   carried across calls and shared by the functions of a package);
 //! * `coreml` (Apple targets, feature `coreml`): the Core ML backend.
 //!
 //! Architecture invariant: this crate never sees `gemma4`; it only knows MIL programs (built in
@@ -18,6 +20,7 @@ pub mod error;
 pub mod interp;
 pub mod ops;
 pub mod parity;
+pub mod state;
 pub mod tensor;
 
 #[cfg(all(target_vendor = "apple", feature = "coreml"))]
@@ -29,4 +32,5 @@ pub use backend::{
 };
 pub use error::{KernelError, RuntimeError};
 pub use interp::{InputSpec, Interpreter, Profile};
+pub use state::ModelState;
 pub use tensor::{Tensor, TensorData};

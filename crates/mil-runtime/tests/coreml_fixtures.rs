@@ -272,3 +272,92 @@ fn multi_function_package_weights_are_loaded_once() {
         "only {shared} large weights found in both functions"
     );
 }
+
+/// `tiny_state_multi` (coremltools' lowering of the reference's `kv_cache[.., pos:pos+T, ..] = k`
+/// into `read_state → slice_update → write_state → read_state`, functions `infer` and
+/// `prefill_b2`): one state made from `infer` is carried through a sequence of calls of both
+/// functions and every output and the final states equal torch's (all values are exact in fp16).
+#[test]
+fn stateful_multi_function_package_carries_one_state_across_functions() {
+    let dir = fixtures();
+    let bytes = std::fs::read(dir.join("tiny_state_multi.io.safetensors")).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let calls: Vec<String> = meta.metadata().as_ref().unwrap()["calls"]
+        .split(',')
+        .map(String::from)
+        .collect();
+    let io = SafeTensors::deserialize(&bytes).unwrap();
+    let mut be = CpuBackend::load(
+        &dir.join("tiny_state_multi.mlpackage"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(be.functions(), ["infer", "prefill_b2"]);
+    let mut state = be.make_state("infer").unwrap();
+    assert_eq!(state.names(), ["kv_cache_full", "kv_cache_sliding"]);
+    assert!(
+        state
+            .tensors()
+            .values()
+            .all(|t| t.to_f32().unwrap().iter().all(|&v| v == 0.0)),
+        "a fresh state is zero"
+    );
+    assert_eq!(
+        be.make_state("prefill_b2").unwrap().names(),
+        state.names(),
+        "both functions declare the same states"
+    );
+    assert!(calls.len() >= 6 && calls.iter().any(|c| c == "prefill_b2"));
+    for (i, f) in calls.iter().enumerate() {
+        let mut inputs = BTreeMap::new();
+        for n in ["x", "current_pos", "ring_pos"] {
+            let t = st_tensor(&io, &format!("call{i}.input.{n}"));
+            let t = if n == "x" {
+                Tensor::f16_from_f32(t.shape(), &t.to_f32().unwrap()).unwrap()
+            } else {
+                t
+            };
+            inputs.insert(n.to_string(), t);
+        }
+        let (outs, _) = be.predict_with_state(f, &inputs, &mut state, &[]).unwrap();
+        assert_eq!(
+            outs.keys().collect::<Vec<_>>(),
+            ["out", "ring"],
+            "states are not outputs"
+        );
+        for o in ["out", "ring"] {
+            let want = st_tensor(&io, &format!("call{i}.output.{o}"));
+            assert_eq!(outs[o].shape(), want.shape(), "call {i} {f} {o}");
+            assert_eq!(
+                outs[o].to_f32().unwrap(),
+                want.to_f32().unwrap(),
+                "call {i} ({f}) output {o}"
+            );
+        }
+    }
+    for s in ["kv_cache_sliding", "kv_cache_full"] {
+        assert_eq!(
+            state.get(s).unwrap().to_f32().unwrap(),
+            st_tensor(&io, &format!("final.{s}")).to_f32().unwrap(),
+            "final {s}"
+        );
+    }
+    // a state of another schema is refused, naming the mismatch
+    let other =
+        CpuBackend::load(&dir.join("tiny_state.mlpackage"), &LoadOptions::default()).unwrap();
+    let mut foreign = other.make_state("main").unwrap();
+    let inputs: BTreeMap<String, Tensor> = BTreeMap::new();
+    match be.predict_with_state("infer", &inputs, &mut foreign, &[]) {
+        Err(RuntimeError::StateSchema { function, detail }) => {
+            assert_eq!(function, "infer");
+            assert!(detail.contains("cache"), "{detail}");
+        }
+        other => panic!("expected a state mismatch, got {other:?}"),
+    }
+    // a value of the wrong shape cannot be put into a state
+    let bad = Tensor::f16_from_f32(&[1], &[0.0]).unwrap();
+    assert!(matches!(
+        state.set("kv_cache_full", bad),
+        Err(RuntimeError::StateSchema { .. })
+    ));
+}

@@ -511,3 +511,83 @@ fn building_is_deterministic() {
         "{a}"
     );
 }
+
+/// The in-place KV-cache write of the stateful chunks, as coremltools lowers torch's
+/// `cache[0:1, :, pos:pos+T, :] = k`: `read_state → slice_update(begin = concat(.., pos, ..),
+/// end = concat(.., pos + T, ..)) → write_state → read_state`, and the default pipeline keeps
+/// every state op in order.
+#[test]
+fn in_place_cache_update_at_a_runtime_position() {
+    let mut b = FunctionBuilder::new("main");
+    let k = b
+        .input("k", TensorType::new(DType::F16, &[1, 1, 2, 4]))
+        .unwrap();
+    let pos = b.input("pos", TensorType::new(DType::I32, &[1])).unwrap();
+    let cache = b
+        .state_input("cache", TensorType::new(DType::F16, &[2, 1, 8, 4]))
+        .unwrap();
+    let old = b.read_state("read", &cache).unwrap();
+    let i32v = |v: &[i32]| TensorValue::from_i32(&[v.len()], v).unwrap();
+    let end_pos = b.add("pos_end", &pos, 2i32).unwrap();
+    let begin = b
+        .concat(
+            "begin",
+            [
+                Operand::from(i32v(&[1, 0])),
+                Operand::from(&pos),
+                Operand::from(i32v(&[0])),
+            ],
+            0,
+            false,
+        )
+        .unwrap();
+    let end = b
+        .concat(
+            "end",
+            [
+                Operand::from(i32v(&[2, 1])),
+                Operand::from(&end_pos),
+                Operand::from(i32v(&[4])),
+            ],
+            0,
+            false,
+        )
+        .unwrap();
+    let written = b
+        .slice_update("write_k", &old, &k, Slice::dynamic(&begin, &end))
+        .unwrap();
+    assert_eq!(written.ty(), old.ty());
+    let new = b.update_state("cache_update", &cache, &written).unwrap();
+    assert_eq!(new.name(), "cache_update");
+    assert_eq!(new.ty(), &TensorType::new(DType::F16, &[2, 1, 8, 4]));
+    let s = b.reduce_sum("out", &new, &[0, 2], false).unwrap();
+    b.output("out", &s).unwrap();
+    // a wrongly shaped update is refused by type inference
+    let e = b
+        .slice_update("bad", &old, &old, Slice::new(&[0, 0, 0, 0], &[1, 1, 2, 4]))
+        .unwrap_err();
+    assert!(e.to_string().contains("update shape"), "{e}");
+
+    let mut p = mil::Program::single("main", b.finish().unwrap());
+    validate::validate(&p).unwrap();
+    mil::passes::Pipeline::named("default")
+        .unwrap()
+        .run(&mut p)
+        .unwrap();
+    let ops: Vec<(&str, &str)> = p.functions["main"]
+        .block
+        .operations
+        .iter()
+        .filter(|o| o.op_type.contains("state") || o.op_type == "slice_update")
+        .map(|o| (o.op_type.as_str(), o.name.as_str()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("read_state", "read"),
+            ("slice_update", "write_k"),
+            ("write_state", "cache_update_write_state"),
+            ("read_state", "cache_update"),
+        ]
+    );
+}

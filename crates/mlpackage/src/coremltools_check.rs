@@ -58,6 +58,9 @@ pub enum CheckError {
 pub struct CheckOptions {
     /// Also decompress every `constexpr_*` op (`--materialize`).
     pub materialize: bool,
+    /// Accept fp32 states (`--allow-fp32-states`): verification builds that Core ML would not
+    /// load (its states are fp16 only); without it an fp32 state is a failure.
+    pub allow_fp32_states: bool,
 }
 
 /// A passed validation.
@@ -126,6 +129,9 @@ pub fn check_package(package: &Path, options: &CheckOptions) -> Result<CheckRepo
     cmd.arg(&script).arg(package);
     if options.materialize {
         cmd.arg("--materialize");
+    }
+    if options.allow_fp32_states {
+        cmd.arg("--allow-fp32-states");
     }
     let out = cmd.output().map_err(|source| CheckError::Spawn {
         python: python.clone(),

@@ -6,7 +6,9 @@
 //!   the `defaultFunctionName`; the top-level lists stay empty (coremltools `save_multifunction`).
 //! * ML-program I/O features are multi-arrays (`ArrayFeatureType`, dtype fp32 / fp16 / int32 /
 //!   int8; fp64 is read too) with a fixed shape (outputs with a symbolic shape get an empty shape);
-//!   states are `StateFeatureType.arrayType` (fp16).
+//!   states are `StateFeatureType.arrayType` (fp16: Core ML's rule; [`StateDtypes::AllowFp32`]
+//!   also writes fp32 states, for verification builds that are run by our interpreter and are not
+//!   loadable by Core ML).
 //! * [`Description::derive`] builds this from a program; [`Description::check`] verifies a
 //!   description against a program (names in order, dtypes, static shapes) before writing.
 //! * Decoding keeps everything the proto says about ML-program features (optional flag, default
@@ -187,7 +189,22 @@ fn io_dtype(function: &str, name: &str, t: &TensorType) -> Result<DType, Descrip
     }
 }
 
-fn derive_function(fname: &str, f: &Function) -> Result<FunctionDescription, DescriptionError> {
+/// Which state dtypes [`Description::derive_with`] accepts.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum StateDtypes {
+    /// fp16 only (Core ML's rule; coremltools refuses anything else).
+    #[default]
+    Fp16Only,
+    /// fp16 or fp32: verification builds (e.g. `--precision fp32` stateful chunk sets, checked at
+    /// fp32 tolerance by the CPU interpreter) that Core ML will not load.
+    AllowFp32,
+}
+
+fn derive_function(
+    fname: &str,
+    f: &Function,
+    states: StateDtypes,
+) -> Result<FunctionDescription, DescriptionError> {
     let mut d = FunctionDescription {
         name: fname.to_string(),
         ..FunctionDescription::default()
@@ -211,8 +228,10 @@ fn derive_function(fname: &str, f: &Function) -> Result<FunctionDescription, Des
                 ty: t.clone(),
             })?;
         let dtype = io_dtype(fname, &input.name, t)?;
-        if state && dtype != DType::F16 {
-            return Err(DescriptionError::IoDtype {
+        let state_ok =
+            dtype == DType::F16 || (states == StateDtypes::AllowFp32 && dtype == DType::F32);
+        if state && !state_ok {
+            return Err(DescriptionError::StateDtype {
                 function: fname.into(),
                 name: input.name.clone(),
                 dtype,
@@ -271,6 +290,16 @@ impl Description {
         default_function: Option<&str>,
         metadata: Metadata,
     ) -> Result<Description, DescriptionError> {
+        Description::derive_with(program, default_function, metadata, StateDtypes::Fp16Only)
+    }
+
+    /// [`Description::derive`] with a choice of accepted state dtypes.
+    pub fn derive_with(
+        program: &Program,
+        default_function: Option<&str>,
+        metadata: Metadata,
+        states: StateDtypes,
+    ) -> Result<Description, DescriptionError> {
         if let Some(name) = default_function
             && !program.functions.contains_key(name)
         {
@@ -281,7 +310,7 @@ impl Description {
             && default_function.is_none_or(|d| d == "main");
         let mut functions = Vec::new();
         for (name, f) in &program.functions {
-            functions.push(derive_function(name, f)?);
+            functions.push(derive_function(name, f, states)?);
         }
         if single {
             let f = functions.pop().unwrap_or_default();

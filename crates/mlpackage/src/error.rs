@@ -195,6 +195,16 @@ pub enum DescriptionError {
         name: String,
         dtype: DType,
     },
+    /// A state whose dtype Core ML cannot hold (Core ML states are fp16 only; fp32 states are
+    /// allowed only by [`crate::StateDtypes::AllowFp32`]).
+    #[error(
+        "function `{function}`: state `{name}` has dtype {dtype}; Core ML states are fp16 only"
+    )]
+    StateDtype {
+        function: String,
+        name: String,
+        dtype: DType,
+    },
     /// An I/O value that is not a tensor (or a state of a tensor).
     #[error("function `{function}`: `{name}` is not a tensor")]
     NotATensor { function: String, name: String },

@@ -30,7 +30,7 @@ pub mod weights;
 pub use compiled::{BundleError, read_model};
 pub use description::{
     ArrayFeature, DefaultValue, Description, Feature, FeatureKind, FunctionDescription, Interface,
-    Metadata, ShapeFlexibility,
+    Metadata, ShapeFlexibility, StateDtypes,
 };
 pub use error::{DescriptionError, ManifestError, PackageError, ProgramError, WeightsError};
 pub use package::{

@@ -115,8 +115,14 @@ fn rewritten_fixtures_pass_coremltools() {
             &WriteOptions::default(),
         )
         .unwrap();
-        check_package(&dest, &CheckOptions { materialize: true })
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        check_package(
+            &dest,
+            &CheckOptions {
+                materialize: true,
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
 

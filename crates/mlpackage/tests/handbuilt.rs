@@ -43,8 +43,14 @@ fn write_read_validate(name: &str, pkg: &Package, dir: &Path) -> std::path::Path
         "{name}: description differs"
     );
     assert_eq!(back.spec_version, 9);
-    let check = check_package(&dest, &CheckOptions { materialize: true })
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let check = check_package(
+        &dest,
+        &CheckOptions {
+            materialize: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
     assert!(check.stdout.contains("OK"), "{}", check.stdout);
     dest
 }
@@ -334,4 +340,103 @@ fn coremltools_check_reports_a_corrupt_package() {
         stdout.contains("FAIL: ") && stdout.contains("dtype code 2"),
         "{stdout}"
     );
+}
+
+/// The multi-function stateful package coremltools writes (`fixtures/coreml/tiny_state_multi`,
+/// functions `infer` + `prefill_b2`, states `kv_cache_sliding` / `kv_cache_full`): the states are
+/// listed per function (`FunctionDescription.state`), the top-level lists stay empty, and the
+/// description we derive from the program is the one coremltools wrote. Our copy of the package
+/// reads back equal and validates.
+#[test]
+fn multi_function_stateful_description_matches_coremltools() {
+    let src = read_package(&fixtures().join("tiny_state_multi.mlpackage")).unwrap();
+    let d = &src.description;
+    assert!(d.inputs.is_empty() && d.outputs.is_empty() && d.states.is_empty());
+    assert_eq!(d.default_function_name(), "infer");
+    let ours = Description::derive(&src.program, Some("infer"), metadata()).unwrap();
+    assert_eq!(ours.functions.len(), 2);
+    for (a, b) in ours.functions.iter().zip(&d.functions) {
+        assert_eq!(a.name, b.name);
+        let sig = |v: &[mlpackage::Feature]| -> Vec<(String, bool, Vec<i64>, DType)> {
+            v.iter()
+                .map(|f| {
+                    let a = f.array_type().unwrap();
+                    (
+                        f.name.clone(),
+                        matches!(f.kind, FeatureKind::State(_)),
+                        a.shape.clone(),
+                        a.dtype,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(sig(&a.inputs), sig(&b.inputs), "{} inputs", a.name);
+        assert_eq!(sig(&a.states), sig(&b.states), "{} states", a.name);
+        assert_eq!(sig(&a.outputs), sig(&b.outputs), "{} outputs", a.name);
+        assert_eq!(
+            sig(&a.states),
+            [
+                (
+                    "kv_cache_sliding".to_string(),
+                    true,
+                    vec![2, 1, 4, 4],
+                    DType::F16
+                ),
+                (
+                    "kv_cache_full".to_string(),
+                    true,
+                    vec![2, 1, 12, 4],
+                    DType::F16
+                ),
+            ]
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    write_read_validate(
+        "state_multi",
+        &Package::new(src.program.clone(), ours),
+        tmp.path(),
+    );
+}
+
+/// Core ML states are fp16 only: an fp32 state is refused by `derive` (typed, naming the state) and
+/// by the coremltools check; `StateDtypes::AllowFp32` writes it for verification builds, and the
+/// check accepts it only with `allow_fp32_states`.
+#[test]
+fn fp32_states_only_with_an_explicit_opt_in() {
+    let mut f = stateful_function();
+    let to_f32 = |ty: &mut mil::ValueType| match ty {
+        mil::ValueType::Tensor(t) | mil::ValueType::State(t) => t.dtype = DType::F32,
+        _ => {}
+    };
+    for i in &mut f.inputs {
+        to_f32(&mut i.ty);
+    }
+    for op in &mut f.block.operations {
+        for o in &mut op.outputs {
+            to_f32(&mut o.ty);
+        }
+    }
+    let p = single(f);
+    match Description::derive(&p, None, metadata()) {
+        Err(mlpackage::DescriptionError::StateDtype { name, dtype, .. }) => {
+            assert_eq!((name.as_str(), dtype), ("cache", DType::F32));
+        }
+        other => panic!("expected a state dtype error, got {other:?}"),
+    }
+    let d =
+        Description::derive_with(&p, None, metadata(), mlpackage::StateDtypes::AllowFp32).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dest = tmp.path().join("fp32_state.mlpackage");
+    write_package(&Package::new(p, d), &dest, &WriteOptions::default()).unwrap();
+    let e = check_package(&dest, &CheckOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("FLOAT16 only"), "{e}");
+    check_package(
+        &dest,
+        &CheckOptions {
+            allow_fp32_states: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
 }

@@ -326,6 +326,20 @@ impl FunctionBuilder {
         Ok(())
     }
 
+    /// pymil's `coreml_update_state(state, value)`, serialised the way coremltools writes it:
+    /// `write_state(state, value)` (op `{name}_write_state`) then `read_state(state)` (output
+    /// `{name}`). Returns the state's new content, so later ops read the value after the write
+    /// (the in-place KV-cache update pattern: `read_state → slice_update → update_state`).
+    pub fn update_state(
+        &mut self,
+        name: &str,
+        state: &StateVar,
+        value: &Var,
+    ) -> Result<Var, MilError> {
+        self.write_state(&format!("{name}_write_state"), state, value)?;
+        self.read_state(name, state)
+    }
+
     // ---------------------------------------------------------------------------------------
     // compression (iOS18 constexpr ops, inline literals)
 

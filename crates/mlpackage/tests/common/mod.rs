@@ -13,12 +13,13 @@ pub fn fixtures() -> PathBuf {
 }
 
 /// The coremltools-written fixture packages.
-pub const FIXTURES: [&str; 5] = [
+pub const FIXTURES: [&str; 6] = [
     "tiny_fp16",
     "tiny_pal4",
     "tiny_int4blk",
     "tiny_multi",
     "tiny_state",
+    "tiny_state_multi",
 ];
 
 /// Deterministic pseudo-random numbers (xorshift64*).
