@@ -14,6 +14,10 @@
 //!   S = N): positions `0..N−1`, one `causal_mask` `[1, 1, N, N]`; every KV-owning layer returns its
 //!   K/V `[1, kv, N, D]` (`K{j}` / `V{j}` with `j` = layer − first layer of the chunk, producers as
 //!   `kv13_*` / `kv14_*`).
+//! * stateful sets (`infer`, `prefill_b<T>`, [`IoContract::stateful_io`], S = 1 or T): the KV lives
+//!   in the chunk's states ([`IoContract::states`]); KV-owning chunks take `current_pos` /
+//!   `ring_pos`; the last chunk returns the last row's `token_id`, `token_logit`, `hidden_normed`
+//!   (docs/STATEFUL.md).
 
 use crate::chunk::{ChunkSpec, PrefillKv};
 use crate::function::FunctionKind;
@@ -99,9 +103,15 @@ impl IoContract {
         }
     }
 
-    /// True if decode feeds `update_mask` (some cache is positional).
+    /// True for a stateful set: the sliding KV is a ring in a Core ML state.
+    pub fn is_stateful(&self) -> bool {
+        matches!(self.sliding.cache, CachePolicy::Ring { .. })
+    }
+
+    /// True if decode feeds `update_mask` (some cache is positional and not in a state).
     pub fn uses_update_mask(&self) -> bool {
-        self.sliding.cache.is_positional() || self.full.cache.is_positional()
+        !self.is_stateful()
+            && (self.sliding.cache.is_positional() || self.full.cache.is_positional())
     }
 
     fn float(&self, name: &str, shape: Vec<usize>) -> IoTensor {
@@ -164,7 +174,93 @@ impl IoContract {
             FunctionKind::Decode => self.decode_io(chunk),
             FunctionKind::Verify { k } => self.verify_io(chunk, k),
             FunctionKind::Prefill { n } => self.prefill_io(chunk, n),
+            FunctionKind::Stateful { t } => self.stateful_io(chunk, t),
         }
+    }
+
+    /// The states of a chunk of a stateful set, in declared order (none for chunks owning no KV):
+    /// `kv_cache_sliding` `[2·ns, kv, W, D]`, `kv_cache_full` `[2·nf, kv, C, D]` (`D` the slot width;
+    /// the i-th KV-owning layer of a kind has its K at index `2i`, its V at `2i + 1`; at least one
+    /// pair per kind, as the reference allocates). Every function of the package declares them.
+    pub fn states(&self, chunk: &ChunkSpec) -> Vec<IoTensor> {
+        if !self.is_stateful() || !chunk.owns_kv() {
+            return Vec::new();
+        }
+        LayerKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let k = self.kind(kind);
+                let shape = vec![
+                    2 * chunk.slots(kind),
+                    k.kv_heads,
+                    k.cache.len(),
+                    self.slot_width,
+                ];
+                self.float(kind.state(), shape)
+            })
+            .collect()
+    }
+
+    /// The I/O of a stateful set's function of `t` positions (`infer` for 1, `prefill_b<t>`), the
+    /// reference pipeline's (`build_gemma4_e2b_stateful_chunks.py`): inputs `hidden_states`
+    /// `[1, T, H]`, `causal_mask_full` `[1, 1, T, C]`, `causal_mask_sliding` `[1, 1, T, W]`, [PLE
+    /// `[1, T, L·P]`], RoPE rows `[1, 1, T, D]`, [`current_pos`, `ring_pos` `[1]` int32 (KV-owning
+    /// chunks)], [`kv13_*` `[T, kv, W, Ds]`, `kv14_*` `[1, kv, C, Df]` (shared-KV readers)]; outputs
+    /// `token_id` `[1]` int32, `token_logit` `[1]`, `hidden_normed` `[1, 1, H]` (head chunk, last
+    /// row) or `hidden_states_out` `[1, T, H]`, [`per_layer_combined_out`], [`kv13_*`, `kv14_*`].
+    /// `kv13_*` have one row per query (the sliding ring as that query sees it); the reference's
+    /// have one row whatever `T`, which cannot be exact once a batch is past the window
+    /// (docs/STATEFUL.md, *Deviation*). States: [`IoContract::states`].
+    pub fn stateful_io(&self, chunk: &ChunkSpec, t: usize) -> Io {
+        let (w, c) = (self.sliding.cache.len(), self.full.cache.len());
+        let shared = || -> Vec<IoTensor> {
+            LayerKind::ALL
+                .into_iter()
+                .flat_map(|kind| {
+                    let k = self.kind(kind);
+                    let (rows, len) = match kind {
+                        LayerKind::Sliding => (t, w),
+                        LayerKind::Full => (1, c),
+                    };
+                    let (kn, vn) = kind.shared_kv();
+                    let shape = vec![rows, k.kv_heads, len, k.head_dim];
+                    [self.float(kn, shape.clone()), self.float(vn, shape)]
+                })
+                .collect()
+        };
+        let mut ins = vec![self.float(names::HIDDEN_STATES, vec![1, t, self.hidden])];
+        for kind in [LayerKind::Full, LayerKind::Sliding] {
+            ins.push(self.float(
+                kind.causal_mask(),
+                vec![1, 1, t, self.kind(kind).cache.len()],
+            ));
+        }
+        if self.ple_total > 0 {
+            ins.push(self.float(Self::ple_input(chunk), vec![1, t, self.ple_total]));
+        }
+        ins.extend(self.rope_rows(t));
+        if chunk.owns_kv() {
+            ins.push(Self::int(names::CURRENT_POS, vec![1]));
+            ins.push(Self::int(names::RING_POS, vec![1]));
+        }
+        if chunk.reads_shared_kv {
+            ins.extend(shared());
+        }
+        let mut outs = Vec::new();
+        if chunk.has_head {
+            outs.push(Self::int(names::TOKEN_ID, vec![1]));
+            outs.push(self.float(names::TOKEN_LOGIT, vec![1]));
+            outs.push(self.float(names::HIDDEN_NORMED, vec![1, 1, self.hidden]));
+        } else {
+            outs.push(self.float(names::HIDDEN_STATES_OUT, vec![1, t, self.hidden]));
+        }
+        if chunk.computes_ple {
+            outs.push(self.float(names::PER_LAYER_COMBINED_OUT, vec![1, t, self.ple_total]));
+        }
+        if chunk.emits_shared_kv {
+            outs.extend(shared());
+        }
+        (ins, outs)
     }
 
     /// The decode (`decode_q1`) I/O contract of a chunk: inputs `hidden_states`,

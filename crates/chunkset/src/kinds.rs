@@ -48,6 +48,7 @@ impl LayerKind {
 pub enum CacheKind {
     ShiftRegister,
     Positional,
+    Ring,
 }
 
 /// How one attention kind stores its KV.
@@ -58,6 +59,10 @@ pub enum CachePolicy {
     ShiftRegister { len: usize },
     /// `len` absolute positions; the new entry is blended in at `update_mask`'s one-hot slot.
     Positional { len: usize },
+    /// A ring of `len` slots in a Core ML state (stateful variants, sliding layers): position `p`
+    /// is written in place at slot `p mod len`; the mask is left-aligned (the first `p + 1` slots
+    /// before the ring has wrapped, all after).
+    Ring { len: usize },
 }
 
 impl CachePolicy {
@@ -66,13 +71,16 @@ impl CachePolicy {
         match kind {
             CacheKind::ShiftRegister => CachePolicy::ShiftRegister { len },
             CacheKind::Positional => CachePolicy::Positional { len },
+            CacheKind::Ring => CachePolicy::Ring { len },
         }
     }
 
     /// Number of positions kept.
     pub fn len(&self) -> usize {
         match *self {
-            CachePolicy::ShiftRegister { len } | CachePolicy::Positional { len } => len,
+            CachePolicy::ShiftRegister { len }
+            | CachePolicy::Positional { len }
+            | CachePolicy::Ring { len } => len,
         }
     }
 
@@ -86,6 +94,7 @@ impl CachePolicy {
         match self {
             CachePolicy::ShiftRegister { .. } => CacheKind::ShiftRegister,
             CachePolicy::Positional { .. } => CacheKind::Positional,
+            CachePolicy::Ring { .. } => CacheKind::Ring,
         }
     }
 

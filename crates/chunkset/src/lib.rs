@@ -37,7 +37,10 @@ pub use chunk::{ChunkSpec, KvSlot, PrefillKv};
 pub use compression::{BadNBits, Compression, DEFAULT_GROUP_SIZE, LutConfig, NBits};
 pub use error::ContractError;
 pub use files::{SetDiff, compare_sets, hash_tree, list_files, sha256_file, write_zip};
-pub use function::{DECODE_FN, FunctionKind, Functions, FunctionsError, PREFILL_FN, VERIFY_FN};
+pub use function::{
+    DECODE_FN, ENGINE_BATCHES, FunctionKind, Functions, FunctionsError, INFER_FN, PREFILL_B_PREFIX,
+    PREFILL_FN, VERIFY_FN,
+};
 pub use io::{IoContract, IoDType, IoTensor, KindIo};
 pub use kinds::{CacheKind, CachePolicy, LayerKind, OutputFormat, PackageFormat, Precision};
 pub use manifest::{

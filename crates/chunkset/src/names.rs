@@ -30,6 +30,18 @@ pub const TOKEN_LOGIT: &str = "token_logit";
 pub const TOKEN_IDS: &str = "token_ids";
 /// The softcapped, pre-argmax logits value inside the head chunk (read by parity through taps).
 pub const LOGITS: &str = "logits";
+/// Stateful sets, head chunk: the final-normed hidden state of the last row `[1, 1, H]`.
+pub const HIDDEN_NORMED: &str = "hidden_normed";
+/// Stateful sets: the absolute position of the call's first row (`[1]` int32, the full caches'
+/// write slot).
+pub const CURRENT_POS: &str = "current_pos";
+/// Stateful sets: `current_pos mod W` (`[1]` int32, the sliding ring's write slot).
+pub const RING_POS: &str = "ring_pos";
+/// Stateful `prefill_b<T>`, head chunk: the final-normed hidden state of every row `[1, T, H]` (an
+/// internal value read by parity through taps; the last row is [`HIDDEN_NORMED`]).
+pub const NORMED_ROWS: &str = "final_norm_out";
+/// Head chunk: the LM head weight `[V, H, 1, 1]` (after any LUT expansion; read through taps).
+pub const LM_HEAD_WEIGHT: &str = "lm_head_weight";
 
 /// `K` or `V` of a KV pair.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -65,6 +77,22 @@ impl LayerKind {
         match self {
             LayerKind::Sliding => ("cos_s", "sin_s"),
             LayerKind::Full => ("cos_f", "sin_f"),
+        }
+    }
+
+    /// Stateful sets: the state holding this kind's KV (`kv_cache_sliding`, `kv_cache_full`).
+    pub fn state(self) -> &'static str {
+        match self {
+            LayerKind::Sliding => "kv_cache_sliding",
+            LayerKind::Full => "kv_cache_full",
+        }
+    }
+
+    /// Stateful sets: the write position input of this kind (`ring_pos`, `current_pos`).
+    pub fn write_pos(self) -> &'static str {
+        match self {
+            LayerKind::Sliding => RING_POS,
+            LayerKind::Full => CURRENT_POS,
         }
     }
 

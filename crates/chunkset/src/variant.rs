@@ -23,11 +23,25 @@ pub enum Variant {
     Flash { block: usize },
     /// 2 chunks, every KV-owning layer keeps a ctx-long cache written by `update_mask`.
     Lite,
+    /// 4 chunks `chunk_1` … `chunk_4` (the swa4 cut) whose KV caches are Core ML states: a ring of W
+    /// slots (`kv_cache_sliding`) and ctx slots (`kv_cache_full`), written in place; for CoreML-LLM's
+    /// `Gemma4StatefulEngine` (docs/STATEFUL.md).
+    Stateful,
+    /// 3 chunks `chunk_1`, `chunk_2` (the merged middle), `chunk_3` (the final chunk), stateful.
+    Stateful3,
 }
 
 /// Every variant name, in the order the CLI lists them.
-pub const VARIANT_NAMES: [&str; 7] = [
-    "swa4", "merged", "merged2", "merged1", "wfa", "flash", "lite",
+pub const VARIANT_NAMES: [&str; 9] = [
+    "swa4",
+    "merged",
+    "merged2",
+    "merged1",
+    "wfa",
+    "flash",
+    "lite",
+    "stateful",
+    "stateful3",
 ];
 
 /// Full-attention window of `wfa` when none is given.
@@ -37,7 +51,9 @@ pub const DEFAULT_FLASH_BLOCK: usize = 1024;
 
 /// A variant name that is not one of [`VARIANT_NAMES`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown variant `{0}` (expected one of swa4, merged, merged2, merged1, wfa, flash, lite)")]
+#[error(
+    "unknown variant `{0}` (expected one of swa4, merged, merged2, merged1, wfa, flash, lite, stateful, stateful3)"
+)]
 pub struct UnknownVariant(pub String);
 
 impl Variant {
@@ -60,6 +76,8 @@ impl Variant {
                 block: flash_block.unwrap_or(DEFAULT_FLASH_BLOCK),
             },
             "lite" => Variant::Lite,
+            "stateful" => Variant::Stateful,
+            "stateful3" => Variant::Stateful3,
             other => return Err(UnknownVariant(other.to_string())),
         })
     }
@@ -74,6 +92,13 @@ impl Variant {
             Variant::Wfa { .. } => "wfa",
             Variant::Flash { .. } => "flash",
             Variant::Lite => "lite",
+            Variant::Stateful => "stateful",
+            Variant::Stateful3 => "stateful3",
         }
+    }
+
+    /// True for the variants whose KV caches are Core ML states (`stateful`, `stateful3`).
+    pub fn is_stateful(&self) -> bool {
+        matches!(self, Variant::Stateful | Variant::Stateful3)
     }
 }

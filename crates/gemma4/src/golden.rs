@@ -10,6 +10,11 @@
 //! | `layer_outputs` (optional) | f32 `[L, S, H]` |
 //!
 //! Shapes are checked against each other on load; token ids must fit in `u32`.
+//!
+//! A two-turn golden (`<model>.turns.safetensors`, `scripts/make_turn_goldens.py`) holds several such
+//! conversations under key prefixes: `turn1.` (the first turn) and one `turn2.<case>.` per case listed
+//! in the metadata key `turns` ([`Turns`]). Each turn's `input_ids` is its whole input, history
+//! included, and its logits are HF's from scratch over that input.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +50,12 @@ impl Golden {
     pub fn load(path: impl AsRef<Path>) -> Result<Golden> {
         let path = path.as_ref();
         let f = StFile::open(path)?;
+        Golden::from_file(path, &f, "")
+    }
+
+    /// The golden stored under key prefix `prefix` (`"turn1."`) of an opened file.
+    fn from_file(path: &Path, f: &StFile, prefix: &str) -> Result<Golden> {
+        let key = |k: &str| format!("{prefix}{k}");
         let bad = |tensor: &str, reason: String| Error::Inconsistent {
             file: path.to_path_buf(),
             tensor: tensor.to_string(),
@@ -60,42 +71,42 @@ impl Golden {
                 .collect::<Result<Vec<u32>>>()?;
             Ok((shape, v))
         };
-        let (ishape, input_ids) = ids("input_ids")?;
+        let (ishape, input_ids) = ids(&key("input_ids"))?;
         if ishape.len() != 2 || ishape[0] != 1 {
             return Err(bad(
-                "input_ids",
+                &key("input_ids"),
                 format!("shape {ishape:?}, expected [1, S]"),
             ));
         }
         let s = input_ids.len();
-        let (lshape, logits) = f.read_f32("logits")?;
+        let (lshape, logits) = f.read_f32(&key("logits"))?;
         if lshape.len() != 3 || lshape[0] != 1 || lshape[1] != s {
             return Err(bad(
-                "logits",
+                &key("logits"),
                 format!("shape {lshape:?}, expected [1, {s}, V]"),
             ));
         }
         let vocab = lshape[2];
-        let (dshape, decode_input_ids) = ids("decode_input_ids")?;
+        let (dshape, decode_input_ids) = ids(&key("decode_input_ids"))?;
         if dshape.len() != 1 {
             return Err(bad(
-                "decode_input_ids",
+                &key("decode_input_ids"),
                 format!("shape {dshape:?}, expected [N]"),
             ));
         }
         let n = decode_input_ids.len();
-        let (dlshape, decode_logits) = f.read_f32("decode_logits")?;
+        let (dlshape, decode_logits) = f.read_f32(&key("decode_logits"))?;
         if dlshape != [n, vocab] {
             return Err(bad(
-                "decode_logits",
+                &key("decode_logits"),
                 format!("shape {dlshape:?}, expected [{n}, {vocab}]"),
             ));
         }
-        let final_hidden = if f.entries().contains_key("final_hidden") {
-            let (shape, v) = f.read_f32("final_hidden")?;
+        let final_hidden = if f.entries().contains_key(&key("final_hidden")) {
+            let (shape, v) = f.read_f32(&key("final_hidden"))?;
             if shape.len() != 2 || shape[0] != s {
                 return Err(bad(
-                    "final_hidden",
+                    &key("final_hidden"),
                     format!("shape {shape:?}, expected [{s}, H]"),
                 ));
             }
@@ -103,11 +114,11 @@ impl Golden {
         } else {
             None
         };
-        let layer_outputs = if f.entries().contains_key("layer_outputs") {
-            let (shape, v) = f.read_f32("layer_outputs")?;
+        let layer_outputs = if f.entries().contains_key(&key("layer_outputs")) {
+            let (shape, v) = f.read_f32(&key("layer_outputs"))?;
             if shape.len() != 3 || shape[1] != s {
                 return Err(bad(
-                    "layer_outputs",
+                    &key("layer_outputs"),
                     format!("shape {shape:?}, expected [L, {s}, H]"),
                 ));
             }
@@ -124,6 +135,60 @@ impl Golden {
             decode_logits,
             final_hidden,
             layer_outputs,
+            metadata: f.metadata().clone(),
+        })
+    }
+}
+
+/// A two-turn golden: the first turn and the second-turn cases (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Turns {
+    /// File it came from.
+    pub path: PathBuf,
+    /// The first turn.
+    pub turn1: Golden,
+    /// `(case name, turn)` in the order of the metadata key `turns` (names without the `turn2.`
+    /// prefix).
+    pub turn2: Vec<(String, Golden)>,
+    /// The safetensors `__metadata__`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Turns {
+    /// Load and cross-check a two-turn golden file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Turns> {
+        let path = path.as_ref();
+        let f = StFile::open(path)?;
+        let bad = |reason: String| Error::Inconsistent {
+            file: path.to_path_buf(),
+            tensor: "__metadata__.turns".into(),
+            reason,
+        };
+        let turn1 = Golden::from_file(path, &f, "turn1.")?;
+        let list = f.metadata().get("turns").ok_or_else(|| {
+            bad("missing (a comma-separated list of `turn2.<case>` prefixes)".into())
+        })?;
+        let mut turn2 = Vec::new();
+        for prefix in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let case = prefix
+                .strip_prefix("turn2.")
+                .ok_or_else(|| bad(format!("`{prefix}` does not start with `turn2.`")))?;
+            let g = Golden::from_file(path, &f, &format!("{prefix}."))?;
+            if g.vocab != turn1.vocab {
+                return Err(bad(format!(
+                    "`{prefix}` has vocabulary {}, turn 1 has {}",
+                    g.vocab, turn1.vocab
+                )));
+            }
+            turn2.push((case.to_string(), g));
+        }
+        if turn2.is_empty() {
+            return Err(bad("lists no second turn".into()));
+        }
+        Ok(Turns {
+            path: path.to_path_buf(),
+            turn1,
+            turn2,
             metadata: f.metadata().clone(),
         })
     }

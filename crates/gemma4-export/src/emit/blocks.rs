@@ -150,6 +150,34 @@ pub(crate) fn attention(
     merge_heads(b, "context_nchw", &o, nh, d, s)
 }
 
+/// Attention where every query row has its own keys: `q` `[1, nh, S, D]`; `k`, `v` `[S, kv, T, D]`
+/// (row `s` = what query `s` attends over, e.g. the sliding ring as that position sees it); `mask`
+/// `[S, 1, 1, T]`. Queries are regrouped per row as `[S, kv, n_rep, D]`, so the scores are a batched
+/// matmul over rows and KV heads. Returns `[1, nh·D, 1, S]`, like [`attention`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_rows(
+    b: &mut FunctionBuilder,
+    q: &Var,
+    k: &Var,
+    v: &Var,
+    mask: &Var,
+    nh: usize,
+    kv: usize,
+    d: usize,
+    s: usize,
+) -> R<Var> {
+    let (s_, kv_, rep, d_) = (s as i32, kv as i32, (nh / kv) as i32, d as i32);
+    let qt = b.transpose("q_rows", q, &[2, 1, 0, 3])?;
+    let qg = b.reshape("q_row_groups", &qt, &[s_, kv_, rep, d_])?;
+    let sc = b.matmul("scores", &qg, k, false, true)?;
+    let sc = b.add("scores_masked", &sc, mask)?;
+    let p = b.softmax("probs", &sc, -1)?;
+    let o = b.matmul("context", &p, v, false, false)?;
+    let o = b.reshape("context_rows", &o, &[s_, nh as i32, 1, d_])?;
+    let o = b.transpose("context_heads", &o, &[2, 1, 0, 3])?;
+    merge_heads(b, "context_nchw", &o, nh, d, s)
+}
+
 /// Flash-decoding attention: keys in blocks of `block`, each block's max (floored at −65504 so a
 /// fully masked block contributes exactly 0), exp-sums and partial outputs combined with the global
 /// max. Same inputs and output as [`attention`]; `T` must be a multiple of `block`.
