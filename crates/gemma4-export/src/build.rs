@@ -28,7 +28,7 @@
 
 use crate::bundle::manifest::{build_facts, model_files, write_manifest};
 use crate::bundle::side::{SetFacts, write_side_files};
-use crate::emit::{DECODE_FN, PREFILL_FN, emit_function, keep_inputs_alive};
+use crate::emit::{PREFILL_FN, emit_function, keep_inputs_alive};
 use crate::error::{ExportError, Result};
 use crate::layout::ModelLayout;
 use crate::plan::{ChunkPlan, ChunkSpec, FunctionKind, PlanOptions, Variant};
@@ -477,8 +477,19 @@ fn plan_of(ckpt: &gemma4::Checkpoint, opts: &BuildOptions) -> Result<ChunkPlan> 
 
 /// Check the functions fit the plan; returns the prefill packages (none without prefill).
 /// `verify:K` joins every chunk package; `prefill:N` adds the prefill packages (swa4 cut, each written
-/// right after the decode chunk that contains it, from the same prepared weights).
+/// right after the decode chunk that contains it, from the same prepared weights). Stateful sets hold
+/// `infer` and the `prefill_b<T>` functions in every package, and neither of the others.
 fn check_functions(plan: &ChunkPlan, functions: &Functions) -> Result<Vec<ChunkSpec>> {
+    if plan.variant.is_stateful() && (functions.verify.is_some() || functions.prefill.is_some()) {
+        return Err(ExportError::BadOption(format!(
+            "--functions: verify:K and prefill:N are not available for --variant {} (its batched \
+             prefill is prefill_b:T)",
+            plan.variant.name()
+        )));
+    }
+    for &t in &functions.prefill_batches {
+        plan.check_prefill_batch(t)?;
+    }
     if let Some(k) = functions.verify {
         plan.check_verify(k)?;
     }
@@ -520,23 +531,25 @@ fn emit_chunk(
     let label = format!("emit {}", chunk.name);
     let program = t.run_labelled("emit", &label, chunk.layers.len() as u64, || {
         let mut p: Option<Program> = None;
-        for kind in functions.chunk_functions() {
+        for kind in functions.chunk_functions(&plan.variant) {
             let f = emit_function(plan, chunk, kind, w)?;
             match &mut p {
                 None => p = Some(Program::single(kind.name(), f)),
                 Some(p) => {
-                    p.functions.insert(kind.name().to_string(), f);
+                    p.functions.insert(kind.name(), f);
                 }
             }
         }
         p.ok_or_else(|| ExportError::Internal("no chunk function to emit".into()))
     })?;
+    // the first chunk function is the package's default (`decode_q1`, or `infer` when stateful)
+    let default_fn = functions.chunk_functions(&plan.variant)[0].name();
     let mut packages = vec![finish_package(
         t,
         pc,
         chunk,
         program,
-        Some(DECODE_FN),
+        Some(&default_fn),
         "chunk",
     )?];
     if let Some(n) = functions.prefill {
@@ -654,7 +667,14 @@ fn finish(
     let functions: Vec<String> = program.functions.keys().cloned().collect();
     let report = t.run_labelled("serialize", &format!("serialize {}", chunk.name), 1, || {
         let meta = package_metadata(opts, plan, chunk, what);
-        let desc = mlpackage::Description::derive(&program, default_fn, meta)?;
+        // fp32 builds of the stateful variants hold fp32 states: verification sets (Core ML's states
+        // are fp16 only; docs/STATEFUL.md)
+        let states = if plan.fp32 {
+            mlpackage::StateDtypes::AllowFp32
+        } else {
+            mlpackage::StateDtypes::Fp16Only
+        };
+        let desc = mlpackage::Description::derive_with(&program, default_fn, meta, states)?;
         let pkg = mlpackage::Package::new(program, desc);
         Ok(mlpackage::write_package(
             &pkg,

@@ -3,7 +3,8 @@
 //! * [`layout`]: the model facts planning needs ([`ModelLayout`]).
 //! * [`plan`]: the [`ChunkPlan`] of a variant (chunk boundaries, cache policies, KV slot maps; the
 //!   I/O of every function follows through the contract's `chunkset::IoContract`).
-//! * [`emit`]: MIL emission, one per-layer code path for S query positions.
+//! * [`emit`]: MIL emission, one per-layer code path for S query positions (the stateful sets'
+//!   functions in [`emit::stateful`]).
 //! * [`weights`]: checkpoint tensors → dense or palettized literals, with the keep/palettize record.
 //! * [`bundle`]: side files with `model_config.json`, and the chunk-set manifest, written through the
 //!   contract's types (`chunkset`).
@@ -20,6 +21,7 @@ pub mod plan;
 pub mod weights;
 
 pub use chunkset::{Compression, LutConfig, NBits, Precision};
+pub use emit::stateful::{PrefillRows, emit_stateful_with};
 pub use emit::{DECODE_FN, LOGITS, PREFILL_FN, VERIFY_FN, emit_function};
 pub use error::{ExportError, Result};
 pub use layout::{LayerInfo, LayerKind, ModelLayout};

@@ -15,6 +15,11 @@
 //!
 //! Prefill packages always use the swa4 cut (its boundaries nest inside every variant's decode
 //! chunks), named `prefill_chunk{i}`.
+//!
+//! The stateful variants (docs/STATEFUL.md) use the swa4 cut (`stateful`: `chunk_1` … `chunk_4`) or
+//! the merged one (`stateful3`: `chunk_1`, `chunk_2`, `chunk_3`), a [`CachePolicy::Ring`] of W
+//! slots for sliding layers and ctx positions for full layers, both kept in Core ML states; their
+//! functions are `infer` and `prefill_b<T>` ([`ChunkPlan::check_prefill_batch`]).
 
 use crate::layout::{LayerKind, ModelLayout};
 use std::ops::Range;
@@ -40,6 +45,9 @@ pub enum AttentionForm {
     Plain,
     /// Keys in blocks of `block`, combined with a running max / denominator (flash decoding).
     Flash { block: usize },
+    /// Every query row attends over its own keys (`[S, kv, T, D]`, row `s` = the sliding ring as
+    /// query `s` sees it): sliding layers of the stateful `prefill_b<T>` (docs/STATEFUL.md).
+    Rows,
 }
 
 /// User-facing build options that shape the plan.
@@ -135,6 +143,11 @@ fn caches(
         Variant::Swa4 | Variant::Merged | Variant::Merged2 | Variant::Merged1 => {
             (sliding, positional, AttentionForm::Plain)
         }
+        Variant::Stateful | Variant::Stateful3 => (
+            CachePolicy::Ring { len: window },
+            positional,
+            AttentionForm::Plain,
+        ),
     })
 }
 
@@ -157,6 +170,13 @@ fn cuts(variant: &Variant, l: usize, f: usize) -> Vec<(&'static str, Range<usize
         Variant::Merged2 => vec![("merged_chunk1", 0..f), ("merged_chunk2", f..l)],
         Variant::Lite => vec![("lite_chunk1", 0..f), ("lite_chunk2", f..l)],
         Variant::Merged1 => vec![("merged_full", 0..l)],
+        Variant::Stateful => vec![
+            ("chunk_1", 0..c1),
+            ("chunk_2", c1..f),
+            ("chunk_3", f..c3),
+            ("chunk_4", c3..l),
+        ],
+        Variant::Stateful3 => vec![("chunk_1", 0..c1), ("chunk_2", c1..c3), ("chunk_3", c3..l)],
     }
 }
 
@@ -322,6 +342,37 @@ impl ChunkPlan {
             )));
         }
         Ok(())
+    }
+
+    /// Check that a `prefill_b<t>` function fits the set: a stateful variant, `2 ≤ t ≤ W` (a batch
+    /// never wraps the sliding ring; the reference refuses `T > W` too; `t = 1` is `infer`) and
+    /// `t ≤ ctx`.
+    pub fn check_prefill_batch(&self, t: usize) -> Result<(), PlanError> {
+        if !self.variant.is_stateful() {
+            return Err(PlanError::BadOption(format!(
+                "prefill_b:{t} needs --variant stateful or stateful3, not {}",
+                self.variant.name()
+            )));
+        }
+        let w = self.sliding_cache.len();
+        if t < 2 || t > w || t > self.ctx {
+            return Err(PlanError::BadOption(format!(
+                "prefill_b:{t} must be between 2 and the sliding window {w} (and at most --ctx {}); \
+                 T = 1 is the `infer` function",
+                self.ctx
+            )));
+        }
+        Ok(())
+    }
+
+    /// The states of a chunk of a stateful set ([`IoContract::states`]).
+    pub fn states(&self, chunk: &ChunkSpec) -> Vec<IoTensor> {
+        self.io_contract().states(chunk)
+    }
+
+    /// The stateful I/O of `chunk` for `t` positions ([`IoContract::stateful_io`]).
+    pub fn stateful_io(&self, chunk: &ChunkSpec, t: usize) -> (Vec<IoTensor>, Vec<IoTensor>) {
+        self.io_contract().stateful_io(chunk, t)
     }
 
     /// The prefill chunks: the swa4 cut of this plan's layout (names `prefill_chunk{i}`), whatever

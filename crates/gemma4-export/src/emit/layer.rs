@@ -21,7 +21,8 @@
 
 use super::Ctx;
 use super::blocks::{
-    R, attention, flash_attention, from_nchw, gelu_tanh, rms_norm, rope, split_heads, to_nchw,
+    R, attention, attention_rows, flash_attention, from_nchw, gelu_tanh, rms_norm, rope,
+    split_heads, to_nchw,
 };
 use crate::error::{ExportError, Result};
 use crate::layout::LayerKind;
@@ -100,7 +101,13 @@ fn layer_body(
     )?;
     let g_post = w.vector(&key("post_attention_layernorm.weight"), h)?;
     let form = match (kind, ctx.kind) {
-        (_, FunctionKind::Prefill { .. }) | (LayerKind::Sliding, _) => AttentionForm::Plain,
+        (LayerKind::Sliding, FunctionKind::Stateful { .. })
+            if ctx.stateful.as_ref().is_some_and(|s| s.per_row()) =>
+        {
+            AttentionForm::Rows
+        }
+        (_, FunctionKind::Prefill { .. } | FunctionKind::Stateful { .. })
+        | (LayerKind::Sliding, _) => AttentionForm::Plain,
         (LayerKind::Full, _) => ctx.plan.full_attention,
     };
     let t_len = ctx.plan.cache(kind).len();
@@ -109,6 +116,7 @@ fn layer_body(
         AttentionForm::Flash { block } => {
             flash_attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, t_len, block)
         }
+        AttentionForm::Rows => attention_rows(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq),
     })?;
     let a = b.conv_1x1("o_proj", &ctx4, &wo, None)?;
     let a = from_nchw(b, "attn_out", &a, h, sq)?;
@@ -236,6 +244,10 @@ fn own_kv(
             ctx.rows.insert(i, (k.clone(), v.clone()));
             (k, v)
         }
+        FunctionKind::Stateful { .. } => {
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)?;
+            super::stateful::write_kv(b, ctx, i, &k, &v)?
+        }
     };
     if ctx.plan.producer(info.kind) == Some(i) {
         ctx.shared.insert(info.kind, (ka.clone(), va.clone()));
@@ -338,6 +350,11 @@ fn update_cache(
         (CachePolicy::Positional { .. }, None) => {
             return Err(ExportError::Internal(format!(
                 "layer {i}: positional cache without update_mask / update_indicator"
+            )));
+        }
+        (CachePolicy::Ring { .. }, _) => {
+            return Err(ExportError::Internal(format!(
+                "layer {i}: a ring cache lives in a state and is written by the stateful functions"
             )));
         }
     };

@@ -1,4 +1,5 @@
-//! MIL emission of one chunk's functions: `decode_q1`, `verify_qK` and prefill.
+//! MIL emission of one chunk's functions: `decode_q1`, `verify_qK` and prefill, and the stateful
+//! sets' `infer` / `prefill_b<T>` ([`stateful`]).
 //!
 //! One code path emits every layer whatever the chunking and the function: the [`ChunkPlan`] says which
 //! layers a chunk holds, which KV slot each KV-owning layer writes, where shared KV comes from (a
@@ -30,6 +31,7 @@
 
 mod blocks;
 mod layer;
+pub mod stateful;
 
 use crate::error::{ExportError, Result};
 use crate::layout::LayerKind;
@@ -74,6 +76,8 @@ pub(crate) struct Ctx<'p> {
     pub new_caches: BTreeMap<(LayerKind, usize), (Var, Var)>,
     /// K/V a producer layer attends over (true head dim), by kind.
     pub shared: BTreeMap<LayerKind, (Var, Var)>,
+    /// Stateful functions: the states, write positions and per-row ring weights.
+    pub stateful: Option<stateful::StatefulCtx>,
 }
 
 impl Ctx<'_> {
@@ -108,7 +112,7 @@ pub fn emit_function(
     kind: FunctionKind,
     w: &mut Weights<'_>,
 ) -> Result<Function> {
-    emit(plan, chunk, kind, w).map_err(|e| e.in_chunk(&chunk.name, Some(kind.name())))
+    emit(plan, chunk, kind, w).map_err(|e| e.in_chunk(&chunk.name, Some(&kind.name())))
 }
 
 fn emit(
@@ -125,6 +129,9 @@ fn emit(
                 return Err(ExportError::BadOption("prefill:0".into()));
             }
         }
+        FunctionKind::Stateful { t } => {
+            return stateful::emit(plan, chunk, t, w, stateful::PrefillRows::PerRow);
+        }
     }
     let mut b = FunctionBuilder::new(kind.name());
     let (ins, outs) = plan.io(chunk, kind);
@@ -139,6 +146,7 @@ fn emit(
         ple: None,
         new_caches: BTreeMap::new(),
         shared: BTreeMap::new(),
+        stateful: None,
     };
     for t in &ins {
         let v = b.input(&t.name, TensorType::new(io_dtype(t.dtype), &t.shape))?;
@@ -175,6 +183,11 @@ fn emit(
         FunctionKind::Decode => decode_outputs(&mut b, &ctx, w, x)?,
         FunctionKind::Verify { .. } => verify_outputs(&mut b, &ctx, w, x)?,
         FunctionKind::Prefill { .. } => prefill_outputs(&mut b, &ctx, w, x)?,
+        FunctionKind::Stateful { .. } => {
+            return Err(ExportError::Internal(
+                "stateful functions are emitted by emit::stateful".into(),
+            ));
+        }
     };
     if chunk.emits_shared_kv && !matches!(kind, FunctionKind::Prefill { .. }) {
         for kind in LayerKind::ALL {
@@ -281,7 +294,9 @@ fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> Result<()> {
             continue;
         }
         let base = match ctx.kind {
-            FunctionKind::Decode | FunctionKind::Verify { .. } => ctx.input(kind.causal_mask())?,
+            FunctionKind::Decode | FunctionKind::Verify { .. } | FunctionKind::Stateful { .. } => {
+                ctx.input(kind.causal_mask())?
+            }
             FunctionKind::Prefill { n } => {
                 let causal = ctx.input(names::CAUSAL_MASK)?;
                 let w = lay.sliding_window;
@@ -404,8 +419,10 @@ fn verify_row_outputs(b: &mut FunctionBuilder, ctx: &Ctx<'_>) -> Result<Vec<(Str
 }
 
 /// Keep every declared input alive with an `identity` op, as coremltools does (the Swift runtime feeds
-/// the same inputs to every chunk, e.g. `update_mask` to chunks without full-attention owners). Runs
-/// after the optimisation passes, whose dead-code elimination would drop these ops.
+/// the same inputs to every chunk, e.g. `update_mask` to chunks without full-attention owners), and
+/// every unused state with a `read_state` (a stateful chunk owning no layer of a kind still declares
+/// that kind's state). Runs after the optimisation passes, whose dead-code elimination would drop
+/// these ops.
 pub fn keep_inputs_alive(f: &mut Function) {
     let used: std::collections::BTreeSet<String> = f
         .block
@@ -429,13 +446,15 @@ pub fn keep_inputs_alive(f: &mut Function) {
         while taken.contains(&name) {
             name.push('_');
         }
-        let mut op = mil::Operation::new("identity", name.clone());
+        // a state is kept alive by reading it (`identity` takes tensors only)
+        let (op_type, param, ty) = match &input.ty {
+            mil::ValueType::State(t) => ("read_state", "input", mil::ValueType::Tensor(t.clone())),
+            ty => ("identity", "x", ty.clone()),
+        };
+        let mut op = mil::Operation::new(op_type, name.clone());
         op.inputs
-            .insert("x".into(), vec![mil::Binding::Name(input.name.clone())]);
-        op.outputs.push(mil::NamedValueType {
-            name,
-            ty: input.ty.clone(),
-        });
+            .insert(param.into(), vec![mil::Binding::Name(input.name.clone())]);
+        op.outputs.push(mil::NamedValueType { name, ty });
         f.block.operations.push(op);
     }
 }
@@ -506,11 +525,25 @@ fn emit_logits(
     sq: usize,
 ) -> Result<(Var, Var)> {
     let lay = &ctx.plan.layout;
-    let (h, v) = (lay.hidden, lay.vocab);
+    let h = lay.hidden;
     let gain = w.vector("norm.weight", h)?;
     let normed = rms_norm(b, "final_norm", x, Some(gain), lay.rms_norm_eps, h)?;
-    let lm = w.conv_weight(b, "lm_head_weight", lay.lm_head_key(), v, h)?;
-    let x4 = to_nchw(b, "final_nchw", &normed, h, sq)?;
+    Ok((lm_head_logits(b, ctx, w, &normed, sq)?, normed))
+}
+
+/// LM head and softcap of the final-normed `normed` `[1, S, H]`: the logits `[1, S, V]` named
+/// [`LOGITS`] (the weight is the value named `lm_head_weight`, [`names::LM_HEAD_WEIGHT`]).
+fn lm_head_logits(
+    b: &mut FunctionBuilder,
+    ctx: &Ctx<'_>,
+    w: &mut Weights<'_>,
+    normed: &Var,
+    sq: usize,
+) -> Result<Var> {
+    let lay = &ctx.plan.layout;
+    let (h, v) = (lay.hidden, lay.vocab);
+    let lm = w.conv_weight(b, names::LM_HEAD_WEIGHT, lay.lm_head_key(), v, h)?;
+    let x4 = to_nchw(b, "final_nchw", normed, h, sq)?;
     let logits = b.conv_1x1("lm_head", &x4, &lm, None)?;
     let logits = match lay.final_logit_softcapping {
         Some(c) => {
@@ -521,7 +554,7 @@ fn emit_logits(
         }
         None => from_nchw(b, LOGITS, &logits, v, sq)?,
     };
-    Ok((logits, normed))
+    Ok(logits)
 }
 
 /// Final norm, LM head, softcap, argmax of one position `x` `[1, 1, H]`: returns `(token_id [1] int32,
@@ -533,9 +566,15 @@ fn emit_head(
     x: &Var,
 ) -> Result<(Var, Var, Var)> {
     let (logits, normed) = emit_logits(b, ctx, w, x, 1)?;
-    let idx = b.reduce_argmax("argmax", &logits, -1, true, DType::I32)?;
-    let picked = b.gather_along_axis("picked_logit", &logits, &idx, -1, false)?;
+    let (tok, logit) = argmax_head(b, &logits)?;
+    Ok((tok, logit, normed))
+}
+
+/// `token_id` `[1]` int32 and `token_logit` `[1]` of one position's logits `[1, 1, V]`.
+fn argmax_head(b: &mut FunctionBuilder, logits: &Var) -> Result<(Var, Var)> {
+    let idx = b.reduce_argmax("argmax", logits, -1, true, DType::I32)?;
+    let picked = b.gather_along_axis("picked_logit", logits, &idx, -1, false)?;
     let tok = b.reshape("token_id_flat", &idx, &[1])?;
     let logit = b.reshape("token_logit_flat", &picked, &[1])?;
-    Ok((tok, logit, normed))
+    Ok((tok, logit))
 }
