@@ -9,6 +9,8 @@
 //! * [`backend`]: the object-safe [`Backend`] trait and the CPU implementation;
 //! * [`state`]: [`ModelState`], the caller-held `MLState` of stateful functions (zero at start,
 //!   carried across calls and shared by the functions of a package);
+//! * [`stateful`]: the host loop of stateful chunk sets (`Gemma4StatefulEngine`'s), with
+//!   batched prefill and cross-turn KV reuse;
 //! * `coreml` (Apple targets, feature `coreml`): the Core ML backend.
 //!
 //! Architecture invariant: this crate never sees `gemma4`; it only knows MIL programs (built in
@@ -21,6 +23,7 @@ pub mod interp;
 pub mod ops;
 pub mod parity;
 pub mod state;
+pub mod stateful;
 pub mod tensor;
 
 #[cfg(all(target_vendor = "apple", feature = "coreml"))]

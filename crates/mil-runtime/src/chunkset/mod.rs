@@ -35,7 +35,7 @@
 //! disk.
 
 mod embed;
-mod rope;
+pub(crate) mod rope;
 mod session;
 
 pub use self::embed::{Embedder, SideFileEmbedder};
@@ -87,9 +87,12 @@ pub enum ChunkSetError {
     Output { chunk: String, output: String },
     #[error("prefill: {0}")]
     Prefill(String),
+    /// A stateful set is missing a chunk or function, or a call does not fit it.
+    #[error("stateful set: {0}")]
+    Stateful(String),
 }
 
-type R<T> = Result<T, ChunkSetError>;
+pub(crate) type R<T> = Result<T, ChunkSetError>;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ChunkSetError + '_ {
     move |source| ChunkSetError::Io {

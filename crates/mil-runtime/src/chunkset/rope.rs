@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The RoPE tables of a set, by step input (`cos_s`, `sin_s`, `cos_f`, `sin_f`).
-pub(super) struct RopeTables {
+pub(crate) struct RopeTables {
     dir: PathBuf,
     tables: BTreeMap<&'static str, RopeTable>,
 }

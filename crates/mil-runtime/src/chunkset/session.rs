@@ -199,6 +199,7 @@ fn decode_mask(pos: usize, len: usize, policy: CacheKind, window: Option<usize>)
             let visible = match policy {
                 CacheKind::ShiftRegister => j + (pos + 1).min(len) >= len,
                 CacheKind::Positional => j <= pos && window.is_none_or(|w| j + w > pos),
+                CacheKind::Ring => j < (pos + 1).min(len),
             };
             if visible { 0.0 } else { f32::NEG_INFINITY }
         })
@@ -496,6 +497,13 @@ fn slot_with_rows(
             (len - m, tlen - m)
         }
         CacheKind::Positional if len <= tlen => (0, 0),
+        CacheKind::Ring => {
+            return Err(bad(format!(
+                "{}: a ring cache lives in the chunk's state (a stateful set: use \
+                 mil_runtime::stateful)",
+                chunk.name
+            )));
+        }
         CacheKind::Positional => {
             return Err(ChunkSetError::ContextFull {
                 pos: len - 1,
