@@ -35,9 +35,16 @@ pub struct BenchArgs {
     /// First token (default: the config's BOS).
     #[arg(long)]
     pub start: Option<u32>,
-    /// Also time one batched prefill of a full-length prompt through the set's prefill chunks.
+    /// Also time one batched prefill of a full-length prompt through the set's prefill chunks
+    /// (stateful sets: `--prompt-tokens` fed one at a time vs in `prefill_b<T>` batches).
     #[arg(long)]
     pub prefill: bool,
+    /// Stateful sets: the `prefill_b<T>` batch (default: the engine's choice of 16, 8, 4).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Stateful sets with `--prefill`: prompt length.
+    #[arg(long, default_value_t = 64)]
+    pub prompt_tokens: usize,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -61,6 +68,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             ),
         }
         .into());
+    }
+    if crate::stateful_cmd::is_stateful(&args.chunks) {
+        return crate::stateful_cmd::bench(args);
     }
     let t_load = Instant::now();
     let mut set = ChunkSet::open(&args.chunks, args.backend.kind())

@@ -32,7 +32,7 @@ pub struct BuildArgs {
     /// Checkpoint directory, or an HF repo id (`owner/name[@rev]`, needs the `hub` feature).
     #[arg(long)]
     pub model: Option<String>,
-    /// Chunking variant: swa4, merged, merged2, merged1, wfa, flash, lite.
+    /// Chunking variant: swa4, merged, merged2, merged1, wfa, flash, lite, stateful, stateful3.
     #[arg(long, default_value = "swa4")]
     pub variant: String,
     /// Bits per palettized weight index (0 = keep fp16/fp32; 1, 2, 3, 4, 6, 8). Checked here, once.
@@ -56,7 +56,7 @@ pub struct BuildArgs {
     /// Key block size of flash decoding for `--variant flash`.
     #[arg(long)]
     pub flash_block: Option<usize>,
-    /// Functions per chunk: decode[,verify:K][,prefill:N].
+    /// Functions per chunk: decode[,verify:K][,prefill:N]; stateful sets decode[,prefill_b:T1,T2,…].
     #[arg(long, default_value = "decode")]
     pub functions: String,
     /// Model form of every chunk: mlpackage (default), mlmodelc (compiled bundles, as the Swift

@@ -38,6 +38,7 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
                 | E::Contract(_)
                 | E::SideFile { .. }
                 | E::BadToken { .. }
+                | E::Stateful(_)
                 | E::ContextFull { .. } => return 2,
                 _ => {}
             }

@@ -14,6 +14,7 @@ mod model_source;
 mod parity;
 mod run;
 mod sets;
+mod stateful_cmd;
 mod synth;
 
 use std::process::ExitCode;

@@ -94,9 +94,18 @@ pub struct ParityArgs {
     pub reference_weights: ReferenceWeights,
     /// Run the prompt's first `min(len, N)` tokens through the set's prefill chunks (one batched
     /// call, compared at its last position; K/V written back into the decode caches), the rest of
-    /// the prompt and the decode ids through `decode_q1`.
+    /// the prompt and the decode ids through `decode_q1`. Stateful sets: send the prompt in the
+    /// engine's `prefill_b<T>` batches (T = 16, 8 or 4, the first the set has).
     #[arg(long)]
     pub prefill: bool,
+    /// Stateful sets: the `prefill_b<T>` batch for the prompt (implies batched prefill).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Stateful sets: a two-turn golden (`<model>.turns.safetensors`); runs its turn 1, then each
+    /// second turn from turn 1's states (KV reused up to the longest common prefix) and compares
+    /// every computed position.
+    #[arg(long, conflicts_with = "golden")]
+    pub turns: Option<PathBuf>,
     /// Print one JSON report on stdout.
     #[arg(long)]
     pub json: bool,
@@ -255,6 +264,9 @@ pub fn run(args: &ParityArgs) -> Result<()> {
         None => None,
     };
     let model_dir = model_source::resolve(&args.model)?;
+    if let Some(turns) = &args.turns {
+        return crate::stateful_cmd::turns(args, &model_dir, turns, tolerance);
+    }
     let ckpt =
         Checkpoint::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
     if !args.chunks.join("model_config.json").is_file() {
@@ -293,6 +305,24 @@ pub fn run(args: &ParityArgs) -> Result<()> {
         return Err(UsageError {
             flag: "--reference-weights",
             reason: "`graph` applies to the reference forward; drop --golden".into(),
+        }
+        .into());
+    }
+    if crate::stateful_cmd::is_stateful(&args.chunks) {
+        return crate::stateful_cmd::parity(
+            args,
+            &model_dir,
+            &reference.ids,
+            reference.prompt_len,
+            &reference.logits,
+            &reference.source,
+            tolerance,
+        );
+    }
+    if args.batch.is_some() {
+        return Err(UsageError {
+            flag: "--batch",
+            reason: "applies to stateful sets (--variant stateful, stateful3) only".into(),
         }
         .into());
     }

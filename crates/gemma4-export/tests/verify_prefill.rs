@@ -45,7 +45,7 @@ fn in_memory<'m>(model: &'m Model, plan: ChunkPlan) -> Host<'m> {
             let decode = FunctionKind::Decode;
             let mut p = mil::Program::single(decode.name(), emit(decode));
             let verify = FunctionKind::Verify { k: K };
-            p.functions.insert(verify.name().into(), emit(verify));
+            p.functions.insert(verify.name(), emit(verify));
             let b: Box<dyn Backend> = Box::new(CpuBackend::from_program(&p).unwrap());
             (c.name.clone(), b)
         })
@@ -119,6 +119,7 @@ fn verify_vs_serial(host: &mut Host<'_>, prefix: &[u32], drafts: &[u32], emulate
                 let row = match policy {
                     gemma4_export::CachePolicy::ShiftRegister { .. } => tlen - 1,
                     gemma4_export::CachePolicy::Positional { .. } => p0 + j,
+                    gemma4_export::CachePolicy::Ring { len } => (p0 + j) % len,
                 };
                 let maxhd = lay.max_head_dim();
                 let d = info.head_dim;

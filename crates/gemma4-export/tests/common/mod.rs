@@ -313,6 +313,8 @@ impl<'m> Host<'m> {
                     CachePolicy::Positional { .. } => {
                         j <= pos && window.is_none_or(|w| j + w > pos)
                     }
+                    // stateful sets are driven by mil_runtime::stateful, not this host
+                    CachePolicy::Ring { .. } => j < (pos + 1).min(len),
                 };
                 if visible { 0.0 } else { NEG }
             })

@@ -1,0 +1,512 @@
+//! `parity` and `bench` on stateful chunk sets (`--variant stateful` / `stateful3`), driven by the
+//! stateful host (`mil_runtime::stateful`, what `Gemma4StatefulEngine` does; docs/STATEFUL.md).
+//!
+//! * `parity`: the prompt goes as the engine sends it — `prefill_b<T>` batches while they fit
+//!   without wrapping the sliding ring, then `infer` one token at a time (T: `--batch`, or with
+//!   `--prefill` the engine's choice of 16, 8, 4; neither: `infer` only) — then the decode ids one
+//!   `infer` step each. Every position is compared, batch rows included (their logits come from the
+//!   graph's normed rows and its own LM head weight; the last row of every batch is the graph's).
+//! * `parity --turns FILE`: turn 1 of a two-turn golden, then every second-turn case, each from turn
+//!   1's states: the session keeps the states, rewinds to the longest common prefix and feeds the
+//!   rest; every recomputed position is compared with HF run from scratch over the whole turn.
+//! * `bench`: decode tokens/s through `infer`; with `--prefill`, a prompt fed one token at a time
+//!   vs in `prefill_b<T>` batches, then a second turn that extends the first (time to the first new
+//!   token, reusing the states) vs the same sequence from a fresh state — ratios measured in one run.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use gemma4::Checkpoint;
+use mil_runtime::BackendKind;
+use mil_runtime::chunkset::{Embedder, SideFileEmbedder};
+use mil_runtime::parity::{Comparator, Metrics, Tolerance, argmax};
+use mil_runtime::stateful::{RowOutput, SessionOptions, StatefulSet, TurnOutput};
+use serde_json::json;
+
+use crate::bench::BenchArgs;
+use crate::exit::{CheckFailed, UsageError};
+use crate::parity::{CheckpointEmbedder, EmbeddingsArg, ParityArgs};
+
+/// True if `dir/model_config.json` names a stateful variant (an unreadable config is left to the
+/// regular path, which reports it).
+pub fn is_stateful(dir: &Path) -> bool {
+    chunkset::ModelConfig::read(dir).is_ok_and(|c| {
+        chunkset::Variant::parse(&c.variant, None, None).is_ok_and(|v| v.is_stateful())
+    })
+}
+
+fn open(dir: &Path, kind: BackendKind) -> Result<StatefulSet> {
+    StatefulSet::open(dir, kind).with_context(|| format!("loading {}", dir.display()))
+}
+
+/// The batch of a session: `--batch T` (must exist on every chunk), `--prefill` (the engine's
+/// choice), or none (`infer` only).
+fn batch(set: &StatefulSet, explicit: Option<usize>, prefill: bool) -> Result<Option<usize>> {
+    match explicit {
+        Some(t) if set.batches().contains(&t) => Ok(Some(t)),
+        Some(t) => Err(UsageError {
+            flag: "--batch",
+            reason: format!(
+                "the set has no prefill_b{t} on every chunk (available: {:?})",
+                set.batches()
+            ),
+        }
+        .into()),
+        None if prefill => match set.engine_batch() {
+            Some(t) => Ok(Some(t)),
+            None => Err(UsageError {
+                flag: "--prefill",
+                reason: format!(
+                    "the engine uses prefill_b16, prefill_b8 or prefill_b4; the set has {:?} \
+                     (pick one with --batch, or build with --functions decode,prefill_b:…)",
+                    set.batches()
+                ),
+            }
+            .into()),
+        },
+        None => Ok(None),
+    }
+}
+
+fn default_tolerance(set: &StatefulSet) -> Tolerance {
+    let cfg = set.config();
+    if cfg.quantization.starts_with("int") {
+        Tolerance::Palettized
+    } else if cfg.precision.is_fp32() {
+        Tolerance::Fp32
+    } else {
+        Tolerance::Fp16
+    }
+}
+
+/// Compare every row with `reference(position)`.
+fn compare<'r>(
+    cmp: &mut Comparator,
+    rows: &[RowOutput],
+    reference: impl Fn(usize) -> Option<&'r [f32]>,
+) -> Result<()> {
+    for r in rows {
+        let got = r
+            .logits
+            .as_ref()
+            .with_context(|| format!("no logits at position {}", r.position))?;
+        let want = reference(r.position)
+            .with_context(|| format!("the reference has no logits for position {}", r.position))?;
+        let id = r.token_id.map_or(argmax(got), |t| t as usize);
+        cmp.add_at(r.position, got, want, id);
+    }
+    Ok(())
+}
+
+/// How the calls went: `[(T, count)]` in first-use order.
+fn call_pattern(turn: &TurnOutput) -> Vec<(usize, usize)> {
+    let mut v: Vec<(usize, usize)> = Vec::new();
+    for c in &turn.feed.calls {
+        match v.iter_mut().find(|(t, _)| *t == c.t) {
+            Some(e) => e.1 += 1,
+            None => v.push((c.t, 1)),
+        }
+    }
+    v
+}
+
+fn metrics_json(m: &Metrics, tolerance: Tolerance) -> serde_json::Value {
+    let verdict = tolerance.check(m);
+    json!({
+        "positions": m.positions,
+        "top1_agreement": m.top1_agreement,
+        "max_abs_logit_diff": m.max_abs_logit_diff,
+        "mean_abs_logit_diff": m.mean_abs_logit_diff,
+        "mean_kl": m.mean_kl,
+        "token_id_is_argmax": m.token_id_is_argmax,
+        "worst_position": m.worst_position,
+        "pass": verdict.is_ok(),
+        "failure": verdict.as_ref().err(),
+    })
+}
+
+fn embedder(args: &ParityArgs, model_dir: &Path, set: &StatefulSet) -> Result<Box<dyn Embedder>> {
+    Ok(match args.embeddings {
+        EmbeddingsArg::Checkpoint => {
+            Box::new(CheckpointEmbedder::new(Checkpoint::open(model_dir)?))
+        }
+        EmbeddingsArg::Side => Box::new(SideFileEmbedder::open(&args.chunks, set.config())?),
+    })
+}
+
+fn resolve_tolerance(set: &StatefulSet, tolerance: Option<Tolerance>) -> Tolerance {
+    tolerance.unwrap_or_else(|| default_tolerance(set))
+}
+
+/// `parity` on a stateful set: `ids` (the first `prompt_len` are the prompt) and the reference
+/// logits of every position.
+pub fn parity(
+    args: &ParityArgs,
+    model_dir: &Path,
+    ids: &[u32],
+    prompt_len: usize,
+    logits: &[Vec<f32>],
+    source: &str,
+    tolerance: Option<Tolerance>,
+) -> Result<()> {
+    let mut set = open(&args.chunks, args.backend.kind())?;
+    let tolerance = resolve_tolerance(&set, tolerance);
+    if logits.first().map(Vec::len) != Some(set.config().vocab_size) {
+        return Err(UsageError {
+            flag: "--golden",
+            reason: format!(
+                "reference vocabulary {} does not match the set's {}",
+                logits.first().map(Vec::len).unwrap_or(0),
+                set.config().vocab_size
+            ),
+        }
+        .into());
+    }
+    let batch = batch(&set, args.batch, args.prefill)?;
+    let emb = embedder(args, model_dir, &set)?;
+    let variant = set.config().variant.clone();
+    let backend = set.backend_name().to_string();
+    let three = set.is_three_chunk();
+    let mut session = set.session(SessionOptions { batch, fault: None })?;
+    let (turn, rows) = session
+        .replay(&ids[..prompt_len], &ids[prompt_len..], emb.as_ref())
+        .context("running the set")?;
+    let mut cmp = Comparator::new();
+    compare(&mut cmp, &rows, |p| logits.get(p).map(Vec::as_slice))?;
+    let m = cmp.metrics();
+    let verdict = tolerance.check(&m);
+    let pattern = call_pattern(&turn);
+    if args.json {
+        let mut v = metrics_json(&m, tolerance);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("variant".into(), variant.clone().into());
+            o.insert("chunks".into(), if three { 3 } else { 4 }.into());
+            o.insert("backend".into(), backend.clone().into());
+            o.insert("reference".into(), source.into());
+            o.insert("tolerance".into(), tolerance.name().into());
+            o.insert("batch".into(), json!(batch));
+            o.insert(
+                "prompt_calls".into(),
+                json!(
+                    pattern
+                        .iter()
+                        .map(|(t, n)| json!({"t": t, "calls": n}))
+                        .collect::<Vec<_>>()
+                ),
+            );
+            o.insert("head_check".into(), json!(turn.feed.head_check));
+            o.insert("per_position".into(), json!(m.per_position));
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let calls: Vec<String> = pattern
+            .iter()
+            .map(|(t, n)| format!("{n}×{}", mil_runtime::stateful::function_for(*t)))
+            .collect();
+        println!(
+            "parity {} ({variant}, {} chunks, {backend}) vs {source}: prompt {prompt_len} tokens in {}, \
+             then {} infer steps: {} positions, top-1 {:.1}%, max |Δlogit| {:.3e}, mean |Δlogit| {:.3e}, \
+             mean KL {:.3e} → {} ({})",
+            args.chunks.display(),
+            if three { 3 } else { 4 },
+            calls.join(" + "),
+            ids.len() - prompt_len,
+            m.positions,
+            100.0 * m.top1_agreement,
+            m.max_abs_logit_diff,
+            m.mean_abs_logit_diff,
+            m.mean_kl,
+            if verdict.is_ok() { "PASS" } else { "FAIL" },
+            tolerance.name()
+        );
+    }
+    verdict.map_err(|why| {
+        CheckFailed(format!("parity ({} tolerance): {why}", tolerance.name())).into()
+    })
+}
+
+/// `parity --turns FILE`.
+pub fn turns(
+    args: &ParityArgs,
+    model_dir: &Path,
+    path: &Path,
+    tolerance: Option<Tolerance>,
+) -> Result<()> {
+    let t = gemma4::golden::Turns::load(path).map_err(|e| UsageError {
+        flag: "--turns",
+        reason: e.to_string(),
+    })?;
+    if !is_stateful(&args.chunks) {
+        return Err(UsageError {
+            flag: "--turns",
+            reason: format!(
+                "{} is not a stateful set (cross-turn KV reuse needs --variant stateful or stateful3)",
+                args.chunks.display()
+            ),
+        }
+        .into());
+    }
+    let mut set = open(&args.chunks, args.backend.kind())?;
+    let tolerance = resolve_tolerance(&set, tolerance);
+    if t.turn1.vocab != set.config().vocab_size {
+        return Err(UsageError {
+            flag: "--turns",
+            reason: format!(
+                "golden vocabulary {} does not match the set's {}",
+                t.turn1.vocab,
+                set.config().vocab_size
+            ),
+        }
+        .into());
+    }
+    let batch = batch(&set, args.batch, args.prefill)?;
+    let emb = embedder(args, model_dir, &set)?;
+    let mut session = set.session(SessionOptions { batch, fault: None })?;
+    let rows_of = |g: &gemma4::Golden| -> Vec<Vec<f32>> {
+        g.logits
+            .chunks(g.vocab)
+            .chain(g.decode_logits.chunks(g.vocab))
+            .map(<[f32]>::to_vec)
+            .collect()
+    };
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    let mut run = |name: &str,
+                   g: &gemma4::Golden,
+                   session: &mut mil_runtime::stateful::StatefulSession<'_>|
+     -> Result<()> {
+        let (turn, rows) = session
+            .replay(&g.input_ids, &g.decode_input_ids, emb.as_ref())
+            .with_context(|| format!("turn {name}"))?;
+        let want = rows_of(g);
+        let mut cmp = Comparator::new();
+        compare(&mut cmp, &rows, |p| want.get(p).map(Vec::as_slice))?;
+        let m = cmp.metrics();
+        if let Err(why) = tolerance.check(&m) {
+            failures.push(format!("{name}: {why}"));
+        }
+        report.push((name.to_string(), turn, rows.len(), m));
+        Ok(())
+    };
+    run("turn1", &t.turn1, &mut session)?;
+    let after_turn1 = session.conversation().clone();
+    for (case, g) in &t.turn2 {
+        session.set_conversation(after_turn1.clone())?;
+        run(&format!("turn2.{case}"), g, &mut session)?;
+    }
+    if args.json {
+        let v = json!({
+            "turns": path,
+            "chunks": args.chunks,
+            "tolerance": tolerance.name(),
+            "batch": batch,
+            "pass": failures.is_empty(),
+            "results": report.iter().map(|(name, turn, n, m)| {
+                let mut v = metrics_json(m, tolerance);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("turn".into(), name.clone().into());
+                    o.insert("common_prefix".into(), turn.common_prefix.into());
+                    o.insert("resumed_at".into(), turn.resumed_at.into());
+                    o.insert("snapshot".into(), json!(turn.snapshot));
+                    o.insert("computed_positions".into(), (*n).into());
+                }
+                v
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (name, turn, n, m) in &report {
+            let how = match (turn.resumed_at, turn.snapshot) {
+                (0, _) => "from position 0".to_string(),
+                (r, Some(q)) => format!(
+                    "rewound to the ring snapshot at {q} (common prefix {}), resumed at {r}",
+                    turn.common_prefix
+                ),
+                (r, None) => format!("common prefix {}, resumed at {r}", turn.common_prefix),
+            };
+            println!(
+                "{name}: {how}; {n} positions computed, top-1 {:.1}%, max |Δlogit| {:.3e} → {}",
+                100.0 * m.top1_agreement,
+                m.max_abs_logit_diff,
+                if tolerance.check(m).is_ok() {
+                    "PASS"
+                } else {
+                    "FAIL"
+                }
+            );
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CheckFailed(format!(
+            "two-turn parity ({} tolerance): {}",
+            tolerance.name(),
+            failures.join("; ")
+        ))
+        .into())
+    }
+}
+
+/// `bench` on a stateful set.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let t_load = Instant::now();
+    let mut set = open(&args.chunks, args.backend.kind())?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    let emb = SideFileEmbedder::open(&args.chunks, set.config())?;
+    let names = set.chunk_names();
+    let backend = set.backend_name().to_string();
+    let ctx = set.config().context_length;
+    let vocab = set.config().vocab_size as u32;
+    let start = args.start.or(set.config().bos_token_id).unwrap_or(2);
+    let batch = if args.prefill {
+        batch(&set, args.batch, true)?
+    } else {
+        None
+    };
+    let prompt_len = if args.prefill { args.prompt_tokens } else { 1 };
+    let follow = 8usize;
+    let total = args.warmup + args.tokens;
+    if prompt_len == 0 || prompt_len + total + follow + 1 > ctx {
+        return Err(UsageError {
+            flag: "--prompt-tokens",
+            reason: format!(
+                "a prompt of {prompt_len}, {total} decode steps and a second turn of {follow} must fit \
+                 the context length {ctx}"
+            ),
+        }
+        .into());
+    }
+    let prompt: Vec<u32> = std::iter::once(start)
+        .chain((3..).map(|t| t % vocab))
+        .take(prompt_len)
+        .collect();
+    let secs = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        let t = Instant::now();
+        f()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+
+    // prefill: one token at a time vs in batches (each from a fresh state)
+    let mut prefill = None;
+    if let Some(t) = batch {
+        let mut s1 = set.session(SessionOptions::default())?;
+        if args.warmup > 0 {
+            s1.feed(&prompt, &emb, mil_runtime::stateful::Logits::None)?;
+            s1.reset()?;
+        }
+        let serial = secs(&mut || {
+            s1.feed(&prompt, &emb, mil_runtime::stateful::Logits::None)?;
+            Ok(())
+        })?;
+        drop(s1);
+        let mut sb = set.session(SessionOptions {
+            batch: Some(t),
+            fault: None,
+        })?;
+        let mut calls = 0;
+        let batched = secs(&mut || {
+            calls = sb
+                .feed(&prompt, &emb, mil_runtime::stateful::Logits::None)?
+                .calls
+                .len();
+            Ok(())
+        })?;
+        prefill = Some((t, serial, batched, calls));
+    }
+
+    // decode, then a second turn that extends the first
+    let mut session = set.session(SessionOptions { batch, fault: None })?;
+    let first = session
+        .turn(&prompt, &emb, mil_runtime::stateful::Logits::None)
+        .context("prompt")?;
+    let mut token = first.feed.next_token;
+    let mut generated = vec![token];
+    let mut per_chunk = vec![0f64; names.len()];
+    let mut t0 = Instant::now();
+    for step in 0..total {
+        if step == args.warmup {
+            t0 = Instant::now();
+            per_chunk.iter_mut().for_each(|x| *x = 0.0);
+        }
+        let (out, call) = session
+            .step_timed(token, &emb, false)
+            .with_context(|| format!("decode step {step}"))?;
+        for (acc, d) in per_chunk.iter_mut().zip(&call.chunk_times) {
+            *acc += d.as_secs_f64() * 1e3;
+        }
+        token = out.token_id.context("infer returned no token")?;
+        generated.push(token);
+    }
+    let decode_s = t0.elapsed().as_secs_f64();
+    let tps = args.tokens as f64 / decode_s;
+    let ms: Vec<f64> = per_chunk.iter().map(|t| t / args.tokens as f64).collect();
+    let mut second: Vec<u32> = session.conversation().tokens().to_vec();
+    second.push(token);
+    second.extend((0..follow).map(|i| (start + 100 + i as u32) % vocab));
+    let mut resumed = None;
+    let reuse_s = secs(&mut || {
+        resumed = Some(session.turn(&second, &emb, mil_runtime::stateful::Logits::None)?);
+        Ok(())
+    })?;
+    drop(session);
+    let mut fresh = set.session(SessionOptions { batch, fault: None })?;
+    let fresh_s = secs(&mut || {
+        fresh.turn(&second, &emb, mil_runtime::stateful::Logits::None)?;
+        Ok(())
+    })?;
+    let resumed = resumed.context("second turn")?;
+
+    if args.json {
+        let v = json!({
+            "chunks": args.chunks,
+            "backend": backend,
+            "chunk_names": names,
+            "load_seconds": load_s,
+            "decode": {"tokens": args.tokens, "warmup": args.warmup, "tokens_per_second": tps, "ms_per_token": 1e3 / tps,
+                "ms_per_chunk_call": names.iter().zip(&ms).map(|(n, m)| json!({"chunk": n, "ms": m})).collect::<Vec<_>>()},
+            "prefill": prefill.map(|(t, serial, batched, calls)| json!({
+                "tokens": prompt_len, "batch": t, "calls": calls,
+                "serial_seconds": serial, "batched_seconds": batched,
+                "serial_tokens_per_second": prompt_len as f64 / serial,
+                "batched_tokens_per_second": prompt_len as f64 / batched,
+                "speedup": serial / batched,
+            })),
+            "second_turn": {
+                "tokens": second.len(), "resumed_at": resumed.resumed_at,
+                "new_tokens": second.len() - resumed.resumed_at,
+                "reuse_seconds": reuse_s, "fresh_seconds": fresh_s, "speedup": fresh_s / reuse_s,
+            },
+            "generated": generated,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "bench {} ({backend}, stateful {} chunks): decode {} tokens = {tps:.2} tokens/s ({:.1} ms/token), load {load_s:.2} s",
+            args.chunks.display(),
+            names.len(),
+            args.tokens,
+            1e3 / tps
+        );
+        for (n, m) in names.iter().zip(&ms) {
+            println!("  {n:<16} {m:9.2} ms/call");
+        }
+        if let Some((t, serial, batched, calls)) = prefill {
+            println!(
+                "prefill {prompt_len} tokens: one at a time {serial:.2} s ({:.1} tokens/s); prefill_b{t} ({calls} calls) {batched:.2} s ({:.1} tokens/s) = {:.2}× faster",
+                prompt_len as f64 / serial,
+                prompt_len as f64 / batched,
+                serial / batched
+            );
+        }
+        println!(
+            "second turn of {} tokens: reusing the states (resumed at {}, {} new) {reuse_s:.3} s to the next token; from a fresh state {fresh_s:.3} s = {:.1}× faster",
+            second.len(),
+            resumed.resumed_at,
+            second.len() - resumed.resumed_at,
+            fresh_s / reuse_s
+        );
+    }
+    Ok(())
+}
