@@ -159,7 +159,7 @@ fn stateful_parity_turns_bench_and_inspect() {
 }
 
 #[test]
-fn int4_stateful_set_matches_its_own_graph_weights() {
+fn int4_stateful_bundles_match_their_own_graph_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("set");
     let m = model("tiny-pal");
@@ -175,9 +175,19 @@ fn int4_stateful_set_matches_its_own_graph_weights() {
             "fp32",
             "--functions",
             "decode,prefill_b:4",
+            "--format",
+            "mlmodelc",
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
+    // compiled bundles only: the host loads `chunk_N.mlmodelc` as the engine does
+    for name in ["chunk_1", "chunk_2", "chunk_3", "chunk_4"] {
+        assert!(
+            out.join(format!("{name}.mlmodelc/coremldata.bin"))
+                .is_file()
+        );
+        assert!(!out.join(format!("{name}.mlpackage")).exists());
+    }
     let o = run(&[
         "parity",
         "--model",

@@ -3,7 +3,8 @@
 //! reference's facts).
 //!
 //! [`StatefulSet::open`] finds the chunks the way the engine does (`chunk_1` … `chunk_3`, and
-//! `chunk_4` unless it is absent or `chunk_3` already returns `token_id`), loads them, lists the
+//! `chunk_4` unless it is absent or `chunk_3` already returns `token_id`; each as `.mlmodelc` when
+//! that bundle is there, else `.mlpackage`), loads them, lists the
 //! `prefill_b<T>` functions present on every chunk, and checks that every function of a package
 //! declares the same states (one `MLState` serves them all). A [`StatefulSession`] then holds one
 //! [`ModelState`] per KV-owning chunk (zero at the start) and feeds tokens:
@@ -39,7 +40,7 @@ use crate::error::RuntimeError;
 use crate::state::ModelState;
 use crate::tensor::Tensor;
 use ::chunkset::names;
-use ::chunkset::{ENGINE_BATCHES, FunctionKind, INFER_FN, LayerKind, PackageFormat};
+use ::chunkset::{ENGINE_BATCHES, FunctionKind, INFER_FN, LayerKind};
 use mil::DType;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,8 +110,10 @@ pub struct StatefulSet {
     softcap: Option<f32>,
 }
 
+/// True if chunk `name` exists in either form (`name.mlmodelc` with `coremldata.bin`, or
+/// `name.mlpackage`), as the engine checks.
 fn has_package(dir: &Path, name: &str) -> bool {
-    dir.join(PackageFormat::Mlpackage.file_name(name)).is_dir()
+    mlpackage::compiled::model_path(dir, name).is_dir()
 }
 
 impl StatefulSet {
@@ -127,7 +130,7 @@ impl StatefulSet {
         let mut chunks = Vec::new();
         let mut backend_name = String::new();
         let load = |name: &str| -> R<Chunk> {
-            let pkg = dir.join(PackageFormat::Mlpackage.file_name(name));
+            let pkg = mlpackage::compiled::model_path(dir, name);
             let err = |source| ChunkSetError::Chunk {
                 chunk: name.to_string(),
                 source: Box::new(source),
