@@ -148,7 +148,7 @@ fn a_malformed_value_is_named_with_its_path() {
             "layer_types",
         ),
         (
-            edited(|v| v["sliding_cache_policy"] = "ring".into()),
+            edited(|v| v["sliding_cache_policy"] = "circular".into()),
             "sliding_cache_policy",
         ),
         (edited(|v| v["hidden_size"] = (-1).into()), "hidden_size"),
