@@ -9,7 +9,8 @@
 //!   one in place, rewind past a wrapped ring from a snapshot) and match HF from scratch;
 //! * deliberate host errors (ring position off by one, a rewind keeping one stale slot) fail parity;
 //! * the I/O and state schema of an E2B config are the reference's, name for name and shape for
-//!   shape; a snapshot pins the packages of every fixture; coremltools 9.0 accepts them;
+//!   shape, E4B's boundaries and states come from its config; a snapshot pins the packages of every
+//!   fixture; coremltools 9.0 accepts them;
 //! * builds are reproducible; fp16 / INT4 sets report their figures.
 
 mod common;
@@ -589,6 +590,90 @@ fn e2b_stateful_io_and_states_are_the_reference_pipelines() {
     .unwrap();
     assert!(plan.check_prefill_batch(513).is_err() && plan.check_prefill_batch(1).is_err());
     assert!(plan.check_prefill_batch(512).is_ok());
+}
+
+/// E4B (42 layers, 5:1 sliding/full, 18 KV-shared, 2 KV heads): the chunk boundaries come from
+/// the config as for E2B, and the states are the reference's `(2·ns, HKV, W | ctx, max_hd)`.
+#[test]
+fn e4b_stateful_boundaries_and_states_come_from_the_config() {
+    use gemma4_export::{LayerInfo, LayerKind};
+    let (l, f) = (42, 24);
+    let kind = |i: usize| {
+        if (i + 1).is_multiple_of(6) {
+            LayerKind::Full
+        } else {
+            LayerKind::Sliding
+        }
+    };
+    let producer = |k: LayerKind| (0..f).rev().find(|&i| kind(i) == k).unwrap();
+    let layout = ModelLayout {
+        hidden: 2560,
+        num_heads: 8,
+        vocab: 262144,
+        ple_dim: 256,
+        sliding_window: 512,
+        rms_norm_eps: 1e-6,
+        final_logit_softcapping: Some(30.0),
+        tie_word_embeddings: true,
+        layers: (0..l)
+            .map(|i| LayerInfo {
+                kind: kind(i),
+                head_dim: if kind(i) == LayerKind::Full { 512 } else { 256 },
+                kv_heads: 2,
+                intermediate: 10240,
+                kv_source: (i >= f).then(|| producer(kind(i))),
+            })
+            .collect(),
+    };
+    let h = IoDType::Float16;
+    let states = |ns: usize, nf: usize| {
+        vec![
+            ("kv_cache_sliding".to_string(), vec![2 * ns, 2, 512, 512], h),
+            ("kv_cache_full".to_string(), vec![2 * nf, 2, 2048, 512], h),
+        ]
+    };
+    for (variant, want) in [
+        (
+            Variant::Stateful,
+            vec![
+                ("chunk_1", 0..12, states(10, 2)),
+                ("chunk_2", 12..24, states(10, 2)),
+                ("chunk_3", 24..33, vec![]),
+                ("chunk_4", 33..42, vec![]),
+            ],
+        ),
+        (
+            Variant::Stateful3,
+            vec![
+                ("chunk_1", 0..12, states(10, 2)),
+                ("chunk_2", 12..33, states(10, 2)),
+                ("chunk_3", 33..42, vec![]),
+            ],
+        ),
+    ] {
+        let plan = ChunkPlan::new(
+            &layout,
+            &PlanOptions {
+                variant: variant.clone(),
+                ctx: 2048,
+                fp32: false,
+            },
+        )
+        .unwrap();
+        let got: Vec<_> = plan
+            .chunks
+            .iter()
+            .map(|c| (c.name.as_str(), c.layers.clone(), table(&plan.states(c))))
+            .collect();
+        assert_eq!(got, want, "{}", variant.name());
+        // the KV-shared chunks read layer 22's sliding and layer 23's full KV (kv13 / kv14)
+        let last = plan.chunks.last().unwrap();
+        let (ins, outs) = plan.stateful_io(last, 8);
+        let shape = |n: &str| ins.iter().find(|t| t.name == n).map(|t| t.shape.clone());
+        assert_eq!(shape("kv13_k"), Some(vec![8, 2, 512, 256]));
+        assert_eq!(shape("kv14_v"), Some(vec![1, 2, 2048, 512]));
+        assert!(outs.iter().any(|t| t.name == "token_id"));
+    }
 }
 
 /// Every package of a stateful fp16 INT4 set (both variants): functions, I/O, states and op
