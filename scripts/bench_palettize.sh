@@ -5,14 +5,19 @@
 #   scripts/bench_palettize.sh            # anchor weight only (~1 min)
 #   scripts/bench_palettize.sh --all      # + E2B layer set and int8 rows (~3 min)
 #
-# Env: PYTHON (default /work/pyenv/bin/python), CARGO_TARGET_DIR (default <repo>/target),
+# Env: PYTHON with coremltools (default $GEMMA_CONVERT_PYTHON, else <repo>/.venv/bin/python as
+#      scripts/setup-python.sh installs it, like bench_e2b.sh), CARGO_TARGET_DIR (default <repo>/target),
 #      CARGO_BENCH_FLAGS (extra cargo flags, e.g. --manifest-path).
 # The summary gives criterion's mean and its fastest sample (robust to a shared, noisy machine;
 # coremltools is reported as its best of 3).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-/work/pyenv/bin/python}"
+PYTHON="${PYTHON:-${GEMMA_CONVERT_PYTHON:-$ROOT/.venv/bin/python}}"
+if [[ ! -x "$PYTHON" ]]; then
+  echo "bench_palettize.sh: no Python at $PYTHON; run scripts/setup-python.sh (or set PYTHON)" >&2
+  exit 2
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 FILTER='pal4_g32_2048x1536'
 if [[ "${1:-}" == "--all" ]]; then

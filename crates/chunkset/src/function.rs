@@ -101,6 +101,8 @@ pub enum FunctionsError {
     Unknown(String),
     #[error("the list must include `decode`")]
     NoDecode,
+    #[error("`{0}` is given more than once")]
+    Twice(String),
 }
 
 impl Functions {
@@ -183,6 +185,11 @@ impl FromStr for Functions {
                 })
             };
             match name {
+                "decode" if decode => return Err(FunctionsError::Twice(name.into())),
+                "verify" if f.verify.is_some() => return Err(FunctionsError::Twice(name.into())),
+                "prefill" if f.prefill.is_some() => {
+                    return Err(FunctionsError::Twice(name.into()));
+                }
                 "decode" => decode = true,
                 "verify" => f.verify = Some(num("K")?),
                 "prefill" => f.prefill = Some(num("N")?),

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mil_runtime::chunkset::{ChunkSet, ChunkSetError, SideFileEmbedder};
+use mil_runtime::chunkset::{ChunkSetError, SideFileEmbedder};
 use serde_json::json;
 
 use crate::exit::UsageError;
@@ -23,9 +23,10 @@ pub struct BenchArgs {
     /// The chunk set directory.
     #[arg(long)]
     pub chunks: PathBuf,
-    /// Decode steps to time.
-    #[arg(long, default_value_t = 64)]
-    pub tokens: usize,
+    /// Decode steps to time (default 64, fewer with a note when the context has no room for them;
+    /// a value given that does not fit is a usage error).
+    #[arg(long)]
+    pub tokens: Option<usize>,
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
@@ -50,9 +51,12 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// Decode steps timed when `--tokens` is not given.
+const DEFAULT_TOKENS: usize = 64;
+
 /// Run the benchmark.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.tokens == 0 {
+    if args.tokens == Some(0) {
         return Err(UsageError {
             flag: "--tokens",
             reason: "must be at least 1".into(),
@@ -70,11 +74,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .into());
     }
     if crate::stateful_cmd::is_stateful(&args.chunks) {
+        // read under its shared lock: no build replaces the set meanwhile
+        let _held = mlpackage::publish::read_lock(&args.chunks)?;
         return crate::stateful_cmd::bench(args);
     }
     let t_load = Instant::now();
-    let mut set = ChunkSet::open(&args.chunks, args.backend.kind())
-        .with_context(|| format!("loading {}", args.chunks.display()))?;
+    // read under its shared lock: no build replaces the set meanwhile
+    let crate::parity::OpenSet {
+        lock: _held,
+        mut set,
+    } = crate::parity::open_set(&args.chunks, args.backend)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let emb = SideFileEmbedder::open(&args.chunks, set.config())?;
     let names = set.chunk_names();
@@ -92,18 +101,46 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         0
     };
-    let total = (args.warmup + args.tokens).min(ctx.saturating_sub(prefill_n));
-    let timed = total.saturating_sub(args.warmup);
-    if timed == 0 {
-        return Err(UsageError {
-            flag: "--tokens",
-            reason: format!(
-                "context length {ctx} leaves no step after {} warm-up steps",
-                args.warmup
-            ),
+    // steps that fit after the prefill positions and the warm-up steps
+    let room = ctx.saturating_sub(prefill_n).saturating_sub(args.warmup);
+    let timed = match args.tokens {
+        Some(t) if t > room => {
+            return Err(UsageError {
+                flag: "--tokens",
+                reason: format!(
+                    "{t}: context length {ctx} leaves room for {room} timed steps after {} warm-up \
+                     steps{}",
+                    args.warmup,
+                    if prefill_n > 0 {
+                        format!(" and {prefill_n} prefill positions")
+                    } else {
+                        String::new()
+                    }
+                ),
+            }
+            .into());
         }
-        .into());
-    }
+        Some(t) => t,
+        None if room == 0 => {
+            return Err(UsageError {
+                flag: "--warmup",
+                reason: format!(
+                    "context length {ctx} leaves no step after {} warm-up steps",
+                    args.warmup
+                ),
+            }
+            .into());
+        }
+        None => {
+            if room < DEFAULT_TOKENS {
+                eprintln!(
+                    "note: timing {room} steps, not {DEFAULT_TOKENS}: the context length is {ctx}"
+                );
+            }
+            room.min(DEFAULT_TOKENS)
+        }
+    };
+    let total = args.warmup + timed;
     let mut prefill_report = None;
     let prompt: Vec<u32> = {
         let vocab = set.config().vocab_size as u32;

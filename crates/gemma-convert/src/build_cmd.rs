@@ -154,11 +154,15 @@ impl BuildArgs {
 
     /// The build options as data (what the manifest records and `rebuild` re-runs).
     fn spec(&self, model: String) -> Result<BuildSpec> {
-        let variant =
-            Variant::parse(&self.variant, self.fw, self.flash_block).map_err(|e| UsageError {
-                flag: "--variant",
-                reason: e.to_string(),
-            })?;
+        // defaults of --fw / --flash-block follow --ctx, so no message quotes a value nobody typed
+        let fw = self.fw.or(Some(DEFAULT_FW.min(self.ctx.max(1))));
+        let flash_block = self
+            .flash_block
+            .or(Some(gcd(DEFAULT_FLASH_BLOCK, self.ctx.max(1))));
+        let variant = Variant::parse(&self.variant, fw, flash_block).map_err(|e| UsageError {
+            flag: "--variant",
+            reason: e.to_string(),
+        })?;
         if self.fw.is_some() && !matches!(variant, Variant::Wfa { .. }) {
             return Err(UsageError {
                 flag: "--fw",
@@ -215,16 +219,10 @@ impl BuildArgs {
             reason: "required (the output directory of the chunk set)".into(),
         })?;
         let spec = self.spec(model)?;
-        if self.threads == Some(0) {
-            return Err(UsageError {
-                flag: "--threads",
-                reason: "must be at least 1".into(),
-            }
-            .into());
-        }
+        let threads = cap_threads(self.threads)?;
         let mut opts = options_of(spec, out)?;
         opts.only = self.only.clone();
-        opts.threads = self.threads;
+        opts.threads = threads;
         opts.zip = self.zip;
         opts.force = self.force;
         opts.dump_after = self.dump_after.clone();
@@ -280,6 +278,54 @@ pub fn canonical_command(spec: &BuildSpec) -> Vec<String> {
     c
 }
 
+/// Default `--fw` (capped at `--ctx`).
+const DEFAULT_FW: usize = 2048;
+/// Default `--flash-block` (the largest power of two up to this that divides `--ctx`).
+const DEFAULT_FLASH_BLOCK: usize = 1024;
+/// `--threads` above this multiple of the cores is capped (more threads only add overhead).
+const THREADS_PER_CORE: usize = 4;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// Check `--threads`: at least 1; above [`THREADS_PER_CORE`] × the cores it is capped, with a note.
+pub fn cap_threads(threads: Option<usize>) -> Result<Option<usize>> {
+    let Some(t) = threads else {
+        return Ok(None);
+    };
+    if t == 0 {
+        return Err(UsageError {
+            flag: "--threads",
+            reason: "must be at least 1".into(),
+        }
+        .into());
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cap = THREADS_PER_CORE * cores;
+    if t > cap {
+        eprintln!(
+            "note: --threads {t} capped at {cap} ({THREADS_PER_CORE} × {cores} cores); the output does not depend on it"
+        );
+        return Ok(Some(cap));
+    }
+    Ok(Some(t))
+}
+
+/// Warn when `--ctx` exceeds the checkpoint's `max_position_embeddings`.
+fn warn_ctx(opts: &BuildOptions) {
+    if let Ok(cfg) = gemma4::config::Gemma4Config::from_file(&opts.model_dir.join("config.json"))
+        && opts.spec.ctx > cfg.max_position_embeddings()
+    {
+        eprintln!(
+            "warning: --ctx {} exceeds the model's max_position_embeddings ({}): positions past it \
+             were never trained",
+            opts.spec.ctx,
+            cfg.max_position_embeddings()
+        );
+    }
+}
+
 /// Run the build.
 pub fn run(args: &BuildArgs) -> Result<()> {
     let opts = args.options()?;
@@ -306,7 +352,11 @@ pub fn execute(opts: &BuildOptions, quiet: bool, json_out: bool) -> Result<()> {
             spec.precision.name()
         );
     }
+    warn_ctx(opts);
     let report = build(opts, &bars).with_context(|| format!("building {}", opts.out.display()))?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
     if json_out {
         let v = json!({
             "out": report.out,
@@ -319,6 +369,7 @@ pub fn execute(opts: &BuildOptions, quiet: bool, json_out: bool) -> Result<()> {
             "peak_rss_bytes": report.peak_rss_bytes,
             "uncompressed_weights": report.uncompressed_weights,
             "zip": report.zip,
+            "warnings": report.warnings,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if !bars.quiet {

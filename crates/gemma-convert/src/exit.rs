@@ -1,7 +1,11 @@
-//! Mapping of errors to exit statuses (spec/cli-contract.md): 2 for bad input or usage,
-//! 1 for everything else (failed checks, internal failures).
+//! Mapping of errors to exit statuses (spec/cli-contract.md): 2 for bad input or usage (the
+//! output target refused or locked, a malformed checkpoint, config, golden, chunk set or package,
+//! a model the exporter does not support), 1 for a check that failed and for internal failures
+//! (an op failing inside a backend, a filesystem error while writing). SIGINT / SIGTERM exit with
+//! 130 / 143 (see `main.rs`). `tests/exit_status.rs` drives every path through the binary.
 
 use crate::model_source::SourceError;
+use mil_runtime::RuntimeError;
 
 /// Bad command-line input detected by a subcommand after parsing (message names the flag).
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +22,27 @@ pub struct UsageError {
 #[error("{0}")]
 pub struct CheckFailed(pub String);
 
+/// Whether a runtime error loading or binding a package means the package (or the set around it)
+/// is malformed or does not match — bad input — rather than a failure while computing.
+fn runtime_input_error(e: &RuntimeError) -> bool {
+    use RuntimeError as R;
+    matches!(
+        e,
+        R::Load { .. }
+            | R::UnsupportedOp { .. }
+            | R::UndefinedValue { .. }
+            | R::DuplicateValue { .. }
+            | R::UndefinedOutput { .. }
+            | R::UnsupportedInputType { .. }
+            | R::UnknownFunction { .. }
+            | R::MissingInput { .. }
+            | R::UnexpectedInput { .. }
+            | R::InputShape { .. }
+            | R::InputDtype { .. }
+            | R::InvalidTensor(_)
+    )
+}
+
 /// Exit status for an error chain.
 pub fn status_of(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
@@ -26,6 +51,16 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
         }
         if cause.is::<UsageError>() || cause.is::<SourceError>() {
             return 2;
+        }
+        // a package that cannot be read (the CLI only reads packages it is given)
+        if cause.is::<mlpackage::PackageError>()
+            || cause.is::<mlpackage::DescriptionError>()
+            || cause.is::<mlpackage::BundleError>()
+        {
+            return 2;
+        }
+        if let Some(p) = cause.downcast_ref::<mlpackage::publish::PublishError>() {
+            return if p.is_usage() { 2 } else { 1 };
         }
         if let Some(x) = cause.downcast_ref::<gemma4_export::ExportError>() {
             // The exporter says whether the input or an internal step is at fault.
@@ -39,7 +74,10 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
                 | E::SideFile { .. }
                 | E::BadToken { .. }
                 | E::Stateful(_)
-                | E::ContextFull { .. } => return 2,
+                | E::ContextFull { .. }
+                | E::Unbound { .. }
+                | E::Output { .. } => return 2,
+                E::Chunk { source, .. } if runtime_input_error(source) => return 2,
                 _ => {}
             }
         }
@@ -47,6 +85,11 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
             && c.is_malformed()
         {
             // A set or part given to read does not follow the contract.
+            return 2;
+        }
+        if let Some(r) = cause.downcast_ref::<RuntimeError>()
+            && runtime_input_error(r)
+        {
             return 2;
         }
         if let Some(g) = cause.downcast_ref::<gemma4::Error>() {

@@ -167,6 +167,18 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         q.extension()
             .is_some_and(|e| e == "mlpackage" || e == "mlmodelc")
     };
+    // a set (or the set around a package) is read under its shared lock
+    let set = if is_model(p) {
+        p.parent()
+            .filter(|d| d.join("manifest.json").is_file())
+            .map(PathBuf::from)
+    } else {
+        Some(p.clone())
+    };
+    let _lock = match set {
+        Some(s) if s.is_dir() => mlpackage::publish::read_lock(&s)?,
+        _ => None,
+    };
     let packages: Vec<PathBuf> = if is_model(p) {
         vec![p.clone()]
     } else if p.is_dir() {

@@ -3,7 +3,8 @@
 //! A thin clap dispatcher, one module per command. Without a subcommand the flags are the build
 //! command (`gemma-convert --model … --variant … --out …`). `--model` resolution lives in
 //! [`model_source`]. Exit status: 0 success, 1 a check or an internal step failed, 2 bad input or
-//! usage (the message names the file, tensor or flag). Errors are printed, never panicked.
+//! usage (the message names the file, tensor or flag), 130 / 143 interrupted by SIGINT / SIGTERM
+//! (unfinished output removed). Errors are printed, never panicked.
 
 mod bench;
 mod build_cmd;
@@ -62,7 +63,56 @@ enum Command {
     Synth(synth::SynthArgs),
 }
 
+/// SIGINT / SIGTERM: remove this run's staging directories and lock files (after a swap in
+/// progress has finished), then exit with 128 + the signal number (130 / 143).
+fn install_signal_handlers() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let removed = mlpackage::publish::interrupt_cleanup();
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            eprintln!(
+                "\ninterrupted ({name}){}",
+                if removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": removed the unfinished output {}",
+                        removed
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            );
+            std::process::exit(128 + sig);
+        }
+    });
+}
+
+/// The error chain as one line, each message once (a cause whose text the previous message
+/// already ends with, e.g. an OS error quoted by its wrapper, is not repeated).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if line.ends_with(&s) || line.contains(&format!("{s}: ")) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&s);
+    }
+    line
+}
+
 fn main() -> ExitCode {
+    install_signal_handlers();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -86,7 +136,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             ExitCode::from(exit::status_of(&e))
         }
     }

@@ -39,13 +39,155 @@ pub enum BackendArg {
 }
 
 impl BackendArg {
-    /// The runtime's backend kind.
-    pub fn kind(self) -> BackendKind {
+    /// The runtime's backend kind; `coreml` where this binary cannot run it is a usage error.
+    pub fn kind(self) -> Result<BackendKind, UsageError> {
         match self {
-            BackendArg::Interpreter => BackendKind::Cpu,
-            BackendArg::Coreml => BackendKind::CoreMl,
+            BackendArg::Interpreter => Ok(BackendKind::Cpu),
+            BackendArg::Coreml if cfg!(target_vendor = "apple") => Ok(BackendKind::CoreMl),
+            BackendArg::Coreml => Err(UsageError {
+                flag: "--backend",
+                reason: "coreml needs macOS (Core ML); this platform runs the CPU interpreter \
+                         only (--backend interpreter)"
+                    .into(),
+            }),
         }
     }
+}
+
+/// The RoPE tables every decode step reads.
+const ROPE_FILES: [&str; 4] = [
+    "cos_sliding.npy",
+    "sin_sliding.npy",
+    "cos_full.npy",
+    "sin_full.npy",
+];
+
+/// A chunk set opened for reading: its shared lock (held while the set is used) and the loaded set.
+pub struct OpenSet {
+    pub lock: Option<mlpackage::publish::SetLock>,
+    pub set: ChunkSet,
+}
+
+/// Open the chunk set at `dir` for `parity` / `bench`: a usage error naming the file when it is
+/// not a set, lacks a chunk or a RoPE table, lists no chunks, or declares buffers larger than this
+/// machine's memory (no command aborts on an allocation); the set is read under its shared lock.
+pub fn open_set(dir: &Path, backend: BackendArg) -> Result<OpenSet> {
+    let kind = backend.kind()?;
+    let bad = |reason: String| UsageError {
+        flag: "--chunks",
+        reason,
+    };
+    if !dir.join("model_config.json").is_file() {
+        return Err(bad(format!(
+            "{}: no model_config.json (not a chunk set)",
+            dir.display()
+        ))
+        .into());
+    }
+    let lock = mlpackage::publish::read_lock(dir)?;
+    let config = mil_runtime::chunkset::ModelConfig::read(dir)?;
+    if config.chunks.is_empty() {
+        return Err(bad(format!(
+            "{}: `chunks` is empty: a set has at least one chunk",
+            dir.join("model_config.json").display()
+        ))
+        .into());
+    }
+    for f in ROPE_FILES {
+        if !dir.join(f).is_file() {
+            return Err(bad(format!("{}: missing", dir.join(f).display())).into());
+        }
+    }
+    let mut bytes: u128 = 0;
+    for chunk in &config.chunks {
+        // the model the runtime loads: `<chunk>.mlmodelc` when it is a bundle, else the package
+        let pkg = mlpackage::compiled::model_path(dir, &chunk.name);
+        if !pkg.is_dir() {
+            return Err(bad(format!("{}: missing", pkg.display())).into());
+        }
+        if pkg.extension().is_some_and(|e| e == "mlmodelc") {
+            continue; // its description is read with the bundle (buffers checked for packages)
+        }
+        let spec = mlpackage::read_package_spec(&pkg)?;
+        let Some(d) = spec.description.as_ref() else {
+            continue;
+        };
+        let d = mlpackage::Description::from_proto(d)
+            .with_context(|| format!("{}: model description", pkg.display()))?;
+        let Some(io) = d.interface(chunkset::DECODE_FN) else {
+            continue;
+        };
+        for f in io.inputs.iter().chain(io.outputs) {
+            if let Some(a) = f.array_type() {
+                let n = a
+                    .shape
+                    .iter()
+                    .map(|&x| u128::try_from(x).unwrap_or(0))
+                    .product::<u128>();
+                bytes += 4 * n;
+                if 4 * n > memory_bytes() {
+                    return Err(bad(format!(
+                        "{}: `{}` of shape {:?} needs {} GB, more than this machine's memory \
+                         (a sliding window or context far beyond what the set can run?)",
+                        pkg.display(),
+                        f.name,
+                        a.shape,
+                        4 * n / 1_000_000_000
+                    ))
+                    .into());
+                }
+            }
+        }
+    }
+    if bytes > memory_bytes() {
+        return Err(bad(format!(
+            "{}: the chunks' inputs and outputs need {} GB, more than this machine's memory",
+            dir.display(),
+            bytes / 1_000_000_000
+        ))
+        .into());
+    }
+    let set = ChunkSet::open(dir, kind).with_context(|| format!("loading {}", dir.display()))?;
+    Ok(OpenSet { lock, set })
+}
+
+/// Physical memory (Linux `MemTotal`; 64 GiB where unknown).
+fn memory_bytes() -> u128 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let l = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            l.split_whitespace().nth(1)?.parse::<u128>().ok()
+        })
+        .map_or(64 << 30, |kb| kb * 1024)
+}
+
+/// The checkpoint a parity run compares with must be the one the set was built from: a usage
+/// error naming the field when its shapes differ from the set's `model_config.json`.
+fn check_same_model(ckpt: &Checkpoint, set: &ChunkSet, model: &str) -> Result<(), UsageError> {
+    let (c, s) = (ckpt.config(), set.config());
+    let ple = if c.has_ple() {
+        c.hidden_size_per_layer_input()
+    } else {
+        0
+    };
+    for (field, ours, theirs) in [
+        ("hidden_size", c.hidden_size(), s.hidden_size),
+        ("vocab_size", c.vocab_size(), s.vocab_size),
+        ("num_hidden_layers", c.num_hidden_layers(), s.num_layers),
+        ("hidden_size_per_layer_input", ple, s.per_layer_dim),
+    ] {
+        if ours != theirs {
+            return Err(UsageError {
+                flag: "--model",
+                reason: format!(
+                    "{model}: {field} is {ours}, but the set's model_config.json says {theirs}: \
+                     the set was built from a different checkpoint"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Where token embeddings come from.
@@ -193,6 +335,8 @@ struct ReferenceRun {
     prompt_len: usize,
     logits: Vec<Vec<f32>>,
     source: String,
+    /// Keys of the golden file parity does not read.
+    unused_keys: Vec<String>,
 }
 
 fn golden_reference(path: &Path) -> Result<ReferenceRun> {
@@ -214,6 +358,7 @@ fn golden_reference(path: &Path) -> Result<ReferenceRun> {
         prompt_len: g.input_ids.len(),
         logits,
         source: format!("golden:{}", path.display()),
+        unused_keys: g.unknown_keys,
     })
 }
 
@@ -240,6 +385,7 @@ fn forward_reference(ckpt: &Checkpoint, prompt: &[u32], steps: usize) -> Result<
         prompt_len: prompt.len(),
         logits,
         source: "reference-forward(f32)".into(),
+        unused_keys: Vec::new(),
     })
 }
 
@@ -279,6 +425,8 @@ pub fn run(args: &ParityArgs) -> Result<()> {
         }
         .into());
     }
+    // read under its shared lock: no build replaces the set meanwhile
+    let _held = mlpackage::publish::read_lock(&args.chunks)?;
     let reference = match &args.golden {
         Some(g) => golden_reference(g)?,
         None => {
@@ -326,8 +474,11 @@ pub fn run(args: &ParityArgs) -> Result<()> {
         }
         .into());
     }
-    let mut set = ChunkSet::open(&args.chunks, args.backend.kind())
-        .with_context(|| format!("loading {}", args.chunks.display()))?;
+    let OpenSet {
+        lock: _set_lock,
+        mut set,
+    } = open_set(&args.chunks, args.backend)?;
+    check_same_model(&ckpt, &set, &args.model)?;
     let tolerance = tolerance.unwrap_or_else(|| default_tolerance(&set));
     if reference.logits.first().map(Vec::len) != Some(set.config().vocab_size) {
         bail!(UsageError {
@@ -425,12 +576,19 @@ pub fn run(args: &ParityArgs) -> Result<()> {
             "token_id_is_argmax": m.token_id_is_argmax,
             "worst_position": m.worst_position,
             "prefill": prefill_report,
+            "golden_unused_keys": reference.unused_keys,
             "pass": verdict.is_ok(),
             "failure": verdict.as_ref().err(),
             "per_position": m.per_position,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        if !reference.unused_keys.is_empty() {
+            println!(
+                "note: the golden's keys {} are not used by parity",
+                reference.unused_keys.join(", ")
+            );
+        }
         if let Some(r) = &prefill_report {
             println!(
                 "prefill: {} prompt tokens in one batched call, position {}: max |Δlogit| {:.3e}, top-1 {}",

@@ -111,6 +111,12 @@ pub fn compare(args: &CompareArgs) -> Result<()> {
             .into());
         }
     }
+    let _a = mlpackage::publish::read_lock(&args.a)?;
+    let _b = if same_path(&args.a, &args.b) {
+        None
+    } else {
+        mlpackage::publish::read_lock(&args.b)?
+    };
     report(&args.a, &args.b, args.json)
 }
 
@@ -125,8 +131,18 @@ pub fn assemble(args: &AssembleArgs) -> Result<()> {
     Ok(())
 }
 
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 /// `rebuild`.
 pub fn rebuild(args: &RebuildArgs) -> Result<()> {
+    // the set being checked is never the output (it would always compare identical to itself)
+    let rules = mlpackage::publish::Rules {
+        protected: vec![("the set being rebuilt", args.set.clone())],
+        ..gemma4_export::build::publish_rules(args.force, Vec::new())
+    };
+    mlpackage::publish::check_target(&args.out, &rules)?;
     let m = ChunkSetManifest::read(&args.set).map_err(|e| UsageError {
         flag: "SET",
         reason: e.to_string(),
@@ -135,15 +151,9 @@ pub fn rebuild(args: &RebuildArgs) -> Result<()> {
     if let Some(model) = &args.model {
         spec.model = model.clone();
     }
-    if args.threads == Some(0) {
-        return Err(UsageError {
-            flag: "--threads",
-            reason: "must be at least 1".into(),
-        }
-        .into());
-    }
+    let threads = build_cmd::cap_threads(args.threads)?;
     let mut opts = build_cmd::options_of(spec, args.out.clone())?;
-    opts.threads = args.threads;
+    opts.threads = threads;
     opts.force = args.force;
     if !args.json {
         eprintln!("rebuilding: {}", opts.command.join(" "));

@@ -150,7 +150,7 @@ pub fn parity(
     source: &str,
     tolerance: Option<Tolerance>,
 ) -> Result<()> {
-    let mut set = open(&args.chunks, args.backend.kind())?;
+    let mut set = open(&args.chunks, args.backend.kind()?)?;
     let tolerance = resolve_tolerance(&set, tolerance);
     if logits.first().map(Vec::len) != Some(set.config().vocab_size) {
         return Err(UsageError {
@@ -247,7 +247,7 @@ pub fn turns(
         }
         .into());
     }
-    let mut set = open(&args.chunks, args.backend.kind())?;
+    let mut set = open(&args.chunks, args.backend.kind()?)?;
     let tolerance = resolve_tolerance(&set, tolerance);
     if t.turn1.vocab != set.config().vocab_size {
         return Err(UsageError {
@@ -352,7 +352,7 @@ pub fn turns(
 /// `bench` on a stateful set.
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let t_load = Instant::now();
-    let mut set = open(&args.chunks, args.backend.kind())?;
+    let mut set = open(&args.chunks, args.backend.kind()?)?;
     let load_s = t_load.elapsed().as_secs_f64();
     let emb = SideFileEmbedder::open(&args.chunks, set.config())?;
     let names = set.chunk_names();
@@ -367,7 +367,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     };
     let prompt_len = if args.prefill { args.prompt_tokens } else { 1 };
     let follow = 8usize;
-    let total = args.warmup + args.tokens;
+    let tokens = args.tokens.unwrap_or(64);
+    let total = args.warmup + tokens;
     if prompt_len == 0 || prompt_len + total + follow + 1 > ctx {
         return Err(UsageError {
             flag: "--prompt-tokens",
@@ -440,8 +441,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         generated.push(token);
     }
     let decode_s = t0.elapsed().as_secs_f64();
-    let tps = args.tokens as f64 / decode_s;
-    let ms: Vec<f64> = per_chunk.iter().map(|t| t / args.tokens as f64).collect();
+    let tps = tokens as f64 / decode_s;
+    let ms: Vec<f64> = per_chunk.iter().map(|t| t / tokens as f64).collect();
     let mut second: Vec<u32> = session.conversation().tokens().to_vec();
     second.push(token);
     second.extend((0..follow).map(|i| (start + 100 + i as u32) % vocab));
@@ -464,7 +465,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "backend": backend,
             "chunk_names": names,
             "load_seconds": load_s,
-            "decode": {"tokens": args.tokens, "warmup": args.warmup, "tokens_per_second": tps, "ms_per_token": 1e3 / tps,
+            "decode": {"tokens": tokens, "warmup": args.warmup, "tokens_per_second": tps, "ms_per_token": 1e3 / tps,
                 "ms_per_chunk_call": names.iter().zip(&ms).map(|(n, m)| json!({"chunk": n, "ms": m})).collect::<Vec<_>>()},
             "prefill": prefill.map(|(t, serial, batched, calls)| json!({
                 "tokens": prompt_len, "batch": t, "calls": calls,
@@ -486,7 +487,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "bench {} ({backend}, stateful {} chunks): decode {} tokens = {tps:.2} tokens/s ({:.1} ms/token), load {load_s:.2} s",
             args.chunks.display(),
             names.len(),
-            args.tokens,
+            tokens,
             1e3 / tps
         );
         for (n, m) in names.iter().zip(&ms) {

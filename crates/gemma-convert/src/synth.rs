@@ -25,9 +25,13 @@ pub struct SynthArgs {
     /// A Gemma 4 config.json (flat or nested).
     #[arg(long)]
     pub config: PathBuf,
-    /// Output checkpoint directory (must not exist, or be empty).
+    /// Output checkpoint directory (must not exist, or be empty, or with `--force` hold an earlier
+    /// synth checkpoint).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing checkpoint written by `synth` (never anything else).
+    #[arg(long)]
+    pub force: bool,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -85,22 +89,36 @@ fn fill(name: &str, shape: &[usize], seed: u64) -> Vec<u8> {
     out
 }
 
+/// The marker of a synth checkpoint: `generator` in the index's `metadata`.
+const GENERATOR: &str = "gemma-convert synth";
+const INDEX: &str = "model.safetensors.index.json";
+
+/// Whether `dir` holds a checkpoint written by `synth` (its index names [`GENERATOR`]).
+fn is_synth_checkpoint(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(dir.join(INDEX))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["metadata"]["generator"] == GENERATOR)
+}
+
 /// Run `synth`.
 pub fn run(args: &SynthArgs) -> Result<()> {
     let cfg = gemma4::config::Gemma4Config::from_file(&args.config).map_err(|e| UsageError {
         flag: "--config",
         reason: e.to_string(),
     })?;
-    if args.out.exists()
-        && std::fs::read_dir(&args.out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(UsageError {
-            flag: "--out",
-            reason: format!("{} exists and is not empty", args.out.display()),
-        }
-        .into());
+    // same publishing rules as a build: staged beside --out (pid in the name), locked, swapped in
+    let rules = mlpackage::publish::Rules {
+        flag: "--out",
+        force: args.force,
+        protected: vec![("the config file", args.config.clone())],
+        is_ours: &is_synth_checkpoint,
+        marker: "model.safetensors.index.json written by gemma-convert synth",
+        companions: Vec::new(),
+    };
+    let publisher = mlpackage::publish::Publisher::begin(&args.out, &rules)?;
+    for n in publisher.notes() {
+        eprintln!("note: {n}");
     }
     let specs = gemma4::layout::expected_tensors(&cfg)?;
     let prefix = if cfg.is_nested() {
@@ -129,9 +147,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             last.push(s);
         }
     }
-    let staging = args.out.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let staging = publisher.dir().to_path_buf();
     let total = shards.len();
     let mut weight_map = serde_json::Map::new();
     let mut total_bytes = 0u64;
@@ -158,27 +174,32 @@ pub fn run(args: &SynthArgs) -> Result<()> {
             1 << 22,
             std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
         );
-        w.write_all(&(h.len() as u64).to_le_bytes())?;
-        w.write_all(&h)?;
-        for s in shard {
-            w.write_all(&fill(&full(&s.name), &s.shape, args.seed))?;
-        }
-        w.flush()?;
+        let write = |w: &mut std::io::BufWriter<std::fs::File>| -> std::io::Result<()> {
+            w.write_all(&(h.len() as u64).to_le_bytes())?;
+            w.write_all(&h)?;
+            for s in shard {
+                w.write_all(&fill(&full(&s.name), &s.shape, args.seed))?;
+            }
+            w.flush()?;
+            w.get_ref().sync_all()
+        };
+        write(&mut w).with_context(|| format!("writing {}", path.display()))?;
         total_bytes += (8 + h.len() + off) as u64;
         eprintln!("  wrote {file} ({} tensors)", shard.len());
     }
-    let index = json!({"metadata": {"total_size": total_bytes}, "weight_map": weight_map});
-    std::fs::write(
-        staging.join("model.safetensors.index.json"),
-        serde_json::to_string_pretty(&index)?,
-    )?;
-    std::fs::copy(&args.config, staging.join("config.json"))?;
-    if args.out.exists() {
-        std::fs::remove_dir(&args.out)
-            .with_context(|| format!("replacing {}", args.out.display()))?;
+    let index = json!({
+        "metadata": {"total_size": total_bytes, "generator": GENERATOR},
+        "weight_map": weight_map,
+    });
+    let index_path = staging.join(INDEX);
+    std::fs::write(&index_path, serde_json::to_string_pretty(&index)?)
+        .with_context(|| format!("writing {}", index_path.display()))?;
+    std::fs::copy(&args.config, staging.join("config.json"))
+        .with_context(|| format!("copying {}", args.config.display()))?;
+    let published = publisher.commit()?;
+    for w in &published.warnings {
+        eprintln!("warning: {w}");
     }
-    std::fs::rename(&staging, &args.out)
-        .with_context(|| format!("renaming to {}", args.out.display()))?;
     eprintln!(
         "synth: {} tensors, {:.2} GB in {} shards → {}",
         specs.len(),

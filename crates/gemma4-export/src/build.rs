@@ -19,8 +19,9 @@
 //!   `model_config.json` (plus `verify_k` / `prefill_length` / `prefill_chunks` when those functions
 //!   are built), `hf_model/`.
 //! * **publish**: `manifest.json` (sha256 of every file, tool version, the build options as data
-//!   and the command line the caller rendered from them), atomic rename of the temporary directory to
-//!   `--out`, optional reproducible zip.
+//!   and the command line the caller rendered from them), optional reproducible zip, then both
+//!   swapped into place together by `mlpackage::publish` (the target was checked and locked before
+//!   the first phase; see [`publish_rules`]).
 //!
 //! `--only <chunk>` builds one decode chunk (with the prefill packages it contains), or `side` for the
 //! side files, into its own directory with a `part.json`; [`assemble`] joins parts into the same bytes
@@ -218,6 +219,8 @@ pub struct BuildReport {
     pub peak_rss_bytes: Option<u64>,
     pub uncompressed_weights: Vec<TensorRecord>,
     pub zip: Option<PathBuf>,
+    /// Things the user should know about publishing (debris removed, previous set not removed).
+    pub warnings: Vec<String>,
 }
 
 /// `part.json` of an `--only` build.
@@ -279,87 +282,59 @@ impl Timer<'_> {
     }
 }
 
-/// Check `out` is usable: absent, or an empty directory, or `force`.
-pub fn check_out(out: &Path, force: bool) -> Result<()> {
-    if let Ok(meta) = out.symlink_metadata() {
-        if !meta.is_dir() {
-            return Err(ExportError::BadOption(format!(
-                "--out {}: exists and is not a directory",
-                out.display()
-            )));
-        }
-        let non_empty = std::fs::read_dir(out)
-            .map_err(io_err(out))?
-            .next()
-            .is_some();
-        if non_empty && !force {
-            return Err(ExportError::BadOption(format!(
-                "--out {}: directory exists and is not empty (use --force to replace it)",
-                out.display()
-            )));
-        }
-    }
-    Ok(())
+/// Whether `dir` was written by a build: a chunk set (`manifest.json` of gemma-convert) or an
+/// `--only` part (`part.json`).
+pub fn is_our_output(dir: &Path) -> bool {
+    chunkset::ChunkSetManifest::read(dir).is_ok_and(|m| m.tool == chunkset::manifest::TOOL)
+        || read_json::<PartDescriptor>(&dir.join(PART_NAME)).is_ok()
 }
 
-/// A temporary directory beside `out`, removed on drop unless published.
-struct Staging {
-    dir: Option<tempfile::TempDir>,
+/// Whether `zip` is a set zip written by `--zip` for an output named `name`.
+pub fn is_our_zip(zip: &Path, name: &str) -> bool {
+    let Ok(f) = std::fs::File::open(zip) else {
+        return false;
+    };
+    let Ok(z) = zip::ZipArchive::new(std::io::BufReader::new(f)) else {
+        return false;
+    };
+    let want = format!("{name}/{}", chunkset::MANIFEST_NAME);
+    z.file_names().any(|n| n.is_ok_and(|n| n == want.as_str()))
 }
 
-impl Staging {
-    fn new(out: &Path) -> Result<Staging> {
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out".into());
-        let dir = tempfile::Builder::new()
-            .prefix(&format!(".{name}.partial-"))
-            .tempdir_in(&parent)
-            .map_err(io_err(&parent))?;
-        Ok(Staging { dir: Some(dir) })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir
-            .as_ref()
-            .map(|d| d.path())
-            .unwrap_or(Path::new("."))
-    }
-
-    /// Move the staged directory to `out` (replacing an existing one).
-    fn publish(mut self, out: &Path) -> Result<()> {
-        let Some(dir) = self.dir.take() else {
-            return Ok(());
-        };
-        let staged = dir.keep();
-        if out.exists() {
-            let aside = staged.with_extension("old");
-            std::fs::rename(out, &aside).map_err(io_err(out))?;
-            if let Err(e) = std::fs::rename(&staged, out) {
-                let _ = std::fs::rename(&aside, out);
-                let _ = std::fs::remove_dir_all(&staged);
-                return Err(ExportError::Io {
-                    path: out.to_path_buf(),
-                    source: e,
-                });
-            }
-            std::fs::remove_dir_all(&aside).map_err(io_err(&aside))?;
-        } else {
-            std::fs::rename(&staged, out).map_err(io_err(out))?;
-        }
-        Ok(())
+/// The publishing rules of a build (or `assemble`) into `out`: nothing that is, contains or lies
+/// inside `protected` (`(what, path)`), a non-empty `out` only with `force` and only if it is one of
+/// ours, `OUT.zip` likewise.
+pub fn publish_rules<'a>(
+    force: bool,
+    protected: Vec<(&'a str, PathBuf)>,
+) -> mlpackage::publish::Rules<'a> {
+    use mlpackage::publish::{Companion, Rules};
+    Rules {
+        flag: "--out",
+        force,
+        protected,
+        is_ours: &is_our_output,
+        marker: "manifest.json or part.json written by gemma-convert",
+        companions: vec![Companion {
+            suffix: ".zip",
+            is_ours: &|z: &Path| {
+                let name = z
+                    .file_name()
+                    .map(|n| n.to_string_lossy().trim_end_matches(".zip").to_string())
+                    .unwrap_or_default();
+                is_our_zip(z, &name)
+            },
+        }],
     }
 }
 
 /// Build a chunk set (or one part of it with `--only`).
 pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport> {
-    check_out(&opts.out, opts.force)?;
+    let rules = publish_rules(
+        opts.force,
+        vec![("the model directory", opts.model_dir.clone())],
+    );
+    let publisher = mlpackage::publish::Publisher::begin(&opts.out, &rules)?;
     let pool = match opts.threads {
         Some(t) => Some(
             rayon::ThreadPoolBuilder::new()
@@ -369,7 +344,7 @@ pub fn build(opts: &BuildOptions, progress: &dyn Progress) -> Result<BuildReport
         ),
         None => None,
     };
-    let run = || build_in(opts, progress, pool.as_ref());
+    let run = || build_in(opts, progress, pool.as_ref(), publisher);
     match &pool {
         Some(p) => p.install(run),
         None => run(),
@@ -380,6 +355,7 @@ fn build_in(
     opts: &BuildOptions,
     progress: &dyn Progress,
     pool: Option<&rayon::ThreadPool>,
+    staging: mlpackage::publish::Publisher,
 ) -> Result<BuildReport> {
     let mut t = Timer {
         phases: Vec::new(),
@@ -395,12 +371,11 @@ fn build_in(
     let chunks = selected_chunks(&plan, opts.only.as_deref())?;
     let facts = build_facts(&opts.spec, &plan, &prefill_chunks, model_files);
 
-    let staging = Staging::new(&opts.out)?;
     let pctx = PackageCtx {
         opts,
         plan: &plan,
         progress,
-        dir: staging.path(),
+        dir: staging.dir(),
     };
     let mut packages = Vec::new();
     let mut records: Vec<TensorRecord> = Vec::new();
@@ -424,7 +399,7 @@ fn build_in(
                 prefill_chunks: &prefill_chunks,
             };
             write_side_files(
-                staging.path(),
+                staging.dir(),
                 &plan,
                 ckpt.config(),
                 &ckpt,
@@ -440,10 +415,11 @@ fn build_in(
         .filter(|r| matches!(r.outcome, palettize::Outcome::Kept { .. }))
         .cloned()
         .collect();
-    let zip = t.run("publish", 1, || {
+    let out = staging.target().path.clone();
+    let (zip, warnings) = t.run("publish", 1, || {
         publish(opts, staging, &facts, &packages, &records)
     })?;
-    let files = hash_tree(&opts.out)?;
+    let files = hash_tree(&out)?;
     Ok(BuildReport {
         out: opts.out.clone(),
         phases: t.phases,
@@ -453,16 +429,18 @@ fn build_in(
         peak_rss_bytes: peak_rss_bytes(),
         uncompressed_weights: uncompressed,
         zip,
+        warnings,
     })
 }
 
 /// The plan of the checkpoint's layout (models the exporter cannot convert are refused here).
 fn plan_of(ckpt: &gemma4::Checkpoint, opts: &BuildOptions) -> Result<ChunkPlan> {
     if ckpt.config().attention_k_eq_v() {
-        return Err(ExportError::Unsupported(
-            "attention_k_eq_v models (V = raw K on full layers) are not supported by the exporter yet"
-                .into(),
-        ));
+        return Err(ExportError::Unsupported(format!(
+            "{}: attention_k_eq_v models (V = raw K on full layers) are not supported by the \
+             exporter yet",
+            ckpt.dir().join("config.json").display()
+        )));
     }
     let layout = ModelLayout::from_config(ckpt.config());
     Ok(ChunkPlan::new(
@@ -571,17 +549,18 @@ fn emit_chunk(
     Ok(packages)
 }
 
-/// Write the manifest (or, for `--only`, the part descriptor), move the staged set to `out`, zip it
-/// on request; returns the zip's path.
+/// Write the manifest (or, for `--only`, the part descriptor) and, on request, the zip beside the
+/// staged set, then swap both into place (together or not at all); returns the zip's path and the
+/// publishing warnings.
 fn publish(
     opts: &BuildOptions,
-    staging: Staging,
+    staging: mlpackage::publish::Publisher,
     facts: &BuildFacts,
     packages: &[PackageSummary],
     records: &[TensorRecord],
-) -> Result<Option<PathBuf>> {
+) -> Result<(Option<PathBuf>, Vec<String>)> {
     match &opts.only {
-        None => write_manifest(staging.path(), &opts.command, facts, records)?,
+        None => write_manifest(staging.dir(), &opts.command, facts, records)?,
         Some(part) => {
             let d = PartDescriptor {
                 command: opts.command.clone(),
@@ -590,7 +569,7 @@ fn publish(
                 records: records.to_vec(),
                 build: facts.clone(),
             };
-            let p = staging.path().join(PART_NAME);
+            let p = staging.dir().join(PART_NAME);
             let mut s = serde_json::to_string_pretty(&d).map_err(|e| ContractError::Serialize {
                 what: PART_NAME,
                 msg: e.to_string(),
@@ -599,18 +578,15 @@ fn publish(
             std::fs::write(&p, s).map_err(io_err(&p))?;
         }
     }
-    staging.publish(&opts.out)?;
-    if !opts.zip {
-        return Ok(None);
-    }
-    let z = zip_path(&opts.out);
-    let prefix = opts
-        .out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    write_zip(&opts.out, &z, &prefix)?;
-    Ok(Some(z))
+    let zip = if opts.zip {
+        let prefix = staging.target().name.to_string_lossy().into_owned();
+        write_zip(staging.dir(), &staging.companion(".zip"), &prefix)?;
+        Some(zip_path(&opts.out))
+    } else {
+        None
+    };
+    let published = staging.commit()?;
+    Ok((zip, published.warnings))
 }
 
 /// What every package of one build shares.
@@ -790,7 +766,9 @@ pub fn zip_path(out: &Path) -> PathBuf {
 /// same recorded options and command), and together they must hold every chunk and the side files.
 /// The result is byte-identical to a full build with those options.
 pub fn assemble(parts: &[PathBuf], out: &Path, force: bool) -> Result<PathBuf> {
-    check_out(out, force)?;
+    let mut rules = publish_rules(force, parts.iter().map(|p| ("a part", p.clone())).collect());
+    rules.companions.clear();
+    let staging = mlpackage::publish::Publisher::begin(out, &rules)?;
     let mut descs = Vec::new();
     for p in parts {
         let d: PartDescriptor = read_json(&p.join(PART_NAME))?;
@@ -800,13 +778,29 @@ pub fn assemble(parts: &[PathBuf], out: &Path, force: bool) -> Result<PathBuf> {
         return Err(ExportError::BadOption("assemble: no parts given".into()));
     };
     let (command, build) = (first.command.clone(), first.build.clone());
+    let first_path = descs[0].0.display().to_string();
     for (p, d) in &descs {
-        if d.command != command || d.build != build {
+        if d.command != command {
             return Err(ExportError::BadOption(format!(
-                "{}: part was built by a different command ({}) than the first part ({})",
+                "{}: part was built by a different command ({}) than {first_path} ({})",
                 p.display(),
                 d.command.join(" "),
                 command.join(" ")
+            )));
+        }
+        if d.build != build {
+            // same command, different inputs (e.g. another checkpoint at the same path)
+            let keys = differing_keys(&d.build, &build);
+            return Err(ExportError::BadOption(format!(
+                "{}: part was built by the same command as {first_path} but from different \
+                 inputs: `{}` differ{}",
+                p.display(),
+                keys.join("`, `"),
+                if keys.iter().any(|k| k == "model_files") {
+                    " (the checkpoint's files changed between the builds)"
+                } else {
+                    ""
+                }
             )));
         }
     }
@@ -820,15 +814,29 @@ pub fn assemble(parts: &[PathBuf], out: &Path, force: bool) -> Result<PathBuf> {
             "assemble: parts {have:?} do not cover exactly the chunks and side files {want:?}"
         )));
     }
-    let staging = Staging::new(out)?;
     let mut records = Vec::new();
     for (p, d) in &descs {
-        copy_tree(p, staging.path(), &[PART_NAME])?;
+        copy_tree(p, staging.dir(), &[PART_NAME])?;
         records.extend(d.records.clone());
     }
-    write_manifest(staging.path(), &command, &build, &records)?;
-    staging.publish(out)?;
+    write_manifest(staging.dir(), &command, &build, &records)?;
+    staging.commit()?;
     Ok(out.to_path_buf())
+}
+
+/// The top-level fields in which two build records differ (by their JSON form).
+fn differing_keys(a: &BuildFacts, b: &BuildFacts) -> Vec<String> {
+    match (serde_json::to_value(a), serde_json::to_value(b)) {
+        (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) => a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        _ => vec!["build".into()],
+    }
 }
 
 fn copy_tree(src: &Path, dst: &Path, skip: &[&str]) -> Result<()> {

@@ -60,6 +60,9 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
+    /// Publishing the output (target guard, lock, swap).
+    #[error(transparent)]
+    Publish(#[from] mlpackage::publish::PublishError),
     /// The model uses something the exporter does not convert (yet).
     #[error("{0}")]
     Unsupported(String),
@@ -118,6 +121,8 @@ impl ExportError {
             // A failing candle op is our problem, everything else is about the checkpoint.
             ExportError::Checkpoint(g) => !matches!(g, gemma4::Error::Candle { .. }),
             ExportError::Contract(c) => c.is_malformed(),
+            // a refused or locked output target; I/O failures while writing are not the input
+            ExportError::Publish(p) => p.is_usage(),
             _ => false,
         }
     }

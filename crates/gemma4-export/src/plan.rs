@@ -234,6 +234,12 @@ fn chunk_specs(layout: &ModelLayout, cuts: &[(&str, Range<usize>)]) -> Vec<Chunk
 impl ChunkPlan {
     /// Derive the plan of `opts.variant` for `layout`.
     pub fn new(layout: &ModelLayout, opts: &PlanOptions) -> Result<ChunkPlan, PlanError> {
+        // A window of at least ctx positions sees every position a ctx-long run has: cap it at ctx
+        // (as the runtime does), so caches, masks and model_config.json never exceed the context.
+        let layout = &ModelLayout {
+            sliding_window: layout.sliding_window.min(opts.ctx.max(1)),
+            ..layout.clone()
+        };
         let vname = opts.variant.name();
         check_layout(layout, vname)?;
         if opts.ctx == 0 {

@@ -231,6 +231,7 @@ fn open_weights(dir: &Path) -> Result<(Vec<StFile>, BTreeMap<String, usize>)> {
     let single = dir.join("model.safetensors");
     let mut weight_map: Option<BTreeMap<String, String>> = None;
     let file_names: Vec<String> = if index_path.exists() {
+        crate::st::require_regular_file(&index_path)?;
         let text = std::fs::read_to_string(&index_path).map_err(|source| Error::Io {
             path: index_path.clone(),
             source,

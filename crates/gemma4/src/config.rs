@@ -283,6 +283,7 @@ fn check_range(field: String, value: usize, min: usize, max: usize) -> Result<us
 impl Gemma4Config {
     /// Read and validate `config.json` (either serialisation).
     pub fn from_file(path: &Path) -> Result<Self> {
+        crate::st::require_regular_file(path)?;
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,

@@ -6,10 +6,12 @@
 //! | `logits` | f32 `[1, S, V]` |
 //! | `decode_input_ids` | i64 `[N]` (fed at positions S..S+N−1) |
 //! | `decode_logits` | f32 `[N, V]` |
-//! | `final_hidden` (optional) | f32 `[S, H]` |
-//! | `layer_outputs` (optional) | f32 `[L, S, H]` |
+//! | `final_hidden` (optional) | f32 `[S, H]` or HF's `[1, S, H]` |
+//! | `layer_outputs` (optional) | f32 `[L, S, H]` or HF's `[L, 1, S, H]` |
 //!
-//! Shapes are checked against each other on load; token ids must fit in `u32`.
+//! Shapes are checked against each other on load; token ids must fit in `u32`. Other keys (e.g.
+//! `rope_inv_freq.*` of `scripts/make_fixtures.py`) are not read; [`Golden::unknown_keys`] lists
+//! them so a report can say so.
 //!
 //! A two-turn golden (`<model>.turns.safetensors`, `scripts/make_turn_goldens.py`) holds several such
 //! conversations under key prefixes: `turn1.` (the first turn) and one `turn2.<case>.` per case listed
@@ -43,7 +45,19 @@ pub struct Golden {
     pub layer_outputs: Option<(usize, usize, Vec<f32>)>,
     /// The safetensors `__metadata__` (generator versions, seed, …).
     pub metadata: BTreeMap<String, String>,
+    /// Keys of the file that are none of the above (ignored), sorted.
+    pub unknown_keys: Vec<String>,
 }
+
+/// Keys a golden file may hold.
+pub const GOLDEN_KEYS: [&str; 6] = [
+    "input_ids",
+    "logits",
+    "decode_input_ids",
+    "decode_logits",
+    "final_hidden",
+    "layer_outputs",
+];
 
 impl Golden {
     /// Load and cross-check a golden safetensors file.
@@ -104,28 +118,39 @@ impl Golden {
         }
         let final_hidden = if f.entries().contains_key(&key("final_hidden")) {
             let (shape, v) = f.read_f32(&key("final_hidden"))?;
-            if shape.len() != 2 || shape[0] != s {
-                return Err(bad(
-                    &key("final_hidden"),
-                    format!("shape {shape:?}, expected [{s}, H]"),
-                ));
+            match shape[..] {
+                [ss, h] | [1, ss, h] if ss == s => Some((h, v)),
+                _ => {
+                    return Err(bad(
+                        &key("final_hidden"),
+                        format!("shape {shape:?}, expected [{s}, H] or [1, {s}, H]"),
+                    ));
+                }
             }
-            Some((shape[1], v))
         } else {
             None
         };
         let layer_outputs = if f.entries().contains_key(&key("layer_outputs")) {
             let (shape, v) = f.read_f32(&key("layer_outputs"))?;
-            if shape.len() != 3 || shape[1] != s {
-                return Err(bad(
-                    &key("layer_outputs"),
-                    format!("shape {shape:?}, expected [L, {s}, H]"),
-                ));
+            match shape[..] {
+                [l, ss, h] | [l, 1, ss, h] if ss == s => Some((l, h, v)),
+                _ => {
+                    return Err(bad(
+                        &key("layer_outputs"),
+                        format!("shape {shape:?}, expected [L, {s}, H] or [L, 1, {s}, H]"),
+                    ));
+                }
             }
-            Some((shape[0], shape[2], v))
         } else {
             None
         };
+        let unknown_keys = f
+            .entries()
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix))
+            .filter(|k| !GOLDEN_KEYS.contains(k))
+            .map(|k| format!("{prefix}{k}"))
+            .collect();
         Ok(Golden {
             path: path.to_path_buf(),
             input_ids,
@@ -136,6 +161,7 @@ impl Golden {
             final_hidden,
             layer_outputs,
             metadata: f.metadata().clone(),
+            unknown_keys,
         })
     }
 }
@@ -191,5 +217,84 @@ impl Turns {
             turn2,
             metadata: f.metadata().clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::{Dtype, TensorView};
+
+    fn f32s(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+    fn i64s(v: &[i64]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    /// A golden of S = 2 prompt tokens, V = 3, N = 1 decode step, H = 2, L = 2, with the optional
+    /// tensors in `layout` (`false`: without batch dimension, `true`: HF's with it) and an extra key.
+    fn write(path: &Path, batched: bool) {
+        let (s, v, h, l) = (2usize, 3usize, 2usize, 2usize);
+        let ids = i64s(&[2, 5]);
+        let logits = f32s(&vec![0.5; s * v]);
+        let dids = i64s(&[1]);
+        let dlogits = f32s(&vec![0.25; v]);
+        let fh = f32s(&(0..s * h).map(|x| x as f32).collect::<Vec<_>>());
+        let lo = f32s(&(0..l * s * h).map(|x| x as f32).collect::<Vec<_>>());
+        let extra = f32s(&[1.0, 2.0]);
+        let fh_shape = if batched { vec![1, s, h] } else { vec![s, h] };
+        let lo_shape = if batched {
+            vec![l, 1, s, h]
+        } else {
+            vec![l, s, h]
+        };
+        let views = vec![
+            (
+                "input_ids",
+                TensorView::new(Dtype::I64, vec![1, s], &ids).unwrap(),
+            ),
+            (
+                "logits",
+                TensorView::new(Dtype::F32, vec![1, s, v], &logits).unwrap(),
+            ),
+            (
+                "decode_input_ids",
+                TensorView::new(Dtype::I64, vec![1], &dids).unwrap(),
+            ),
+            (
+                "decode_logits",
+                TensorView::new(Dtype::F32, vec![1, v], &dlogits).unwrap(),
+            ),
+            (
+                "final_hidden",
+                TensorView::new(Dtype::F32, fh_shape, &fh).unwrap(),
+            ),
+            (
+                "layer_outputs",
+                TensorView::new(Dtype::F32, lo_shape, &lo).unwrap(),
+            ),
+            (
+                "rope_inv_freq.full",
+                TensorView::new(Dtype::F32, vec![2], &extra).unwrap(),
+            ),
+        ];
+        safetensors::serialize_to_file(views, None, path).unwrap();
+    }
+
+    #[test]
+    fn optional_tensors_load_with_or_without_hf_batch_dimension_and_extra_keys_are_listed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut loaded = Vec::new();
+        for batched in [false, true] {
+            let p = tmp.path().join(format!("g{batched}.safetensors"));
+            write(&p, batched);
+            let g = Golden::load(&p).unwrap_or_else(|e| panic!("batched={batched}: {e}"));
+            assert_eq!(g.final_hidden.as_ref().map(|x| x.0), Some(2));
+            assert_eq!(g.layer_outputs.as_ref().map(|x| (x.0, x.1)), Some((2, 2)));
+            assert_eq!(g.unknown_keys, ["rope_inv_freq.full"]);
+            loaded.push((g.final_hidden, g.layer_outputs));
+        }
+        assert_eq!(loaded[0], loaded[1], "same values either way");
     }
 }

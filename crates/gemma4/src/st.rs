@@ -133,6 +133,7 @@ impl StFile {
             path: path.to_path_buf(),
             source,
         };
+        require_regular_file(path)?;
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let header_err = |reason: String| Error::Header {
@@ -192,6 +193,7 @@ impl StFile {
             let entry = parse_entry(path, name, v, data_len)?;
             entries.insert(name.clone(), entry);
         }
+        check_no_overlap(path, &entries)?;
         Ok(StFile {
             path: path.to_path_buf(),
             map,
@@ -361,6 +363,42 @@ impl StFile {
         };
         Ok((shape, v))
     }
+}
+
+/// Refuse anything but a regular file before opening it: a FIFO or a device as a checkpoint or
+/// golden file would block or never end.
+pub fn require_regular_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a directory, FIFO or device)",
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Two tensors may not share bytes (the safetensors library rejects that too).
+fn check_no_overlap(path: &Path, entries: &BTreeMap<String, StEntry>) -> Result<()> {
+    let mut ranges: Vec<(usize, usize, &str)> = entries
+        .iter()
+        .filter(|(_, e)| e.end > e.begin)
+        .map(|(n, e)| (e.begin, e.end, n.as_str()))
+        .collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        let ((b0, e0, n0), (b1, e1, n1)) = (w[0], w[1]);
+        if b1 < e0 {
+            return Err(Error::DataOutOfBounds {
+                file: path.to_path_buf(),
+                tensor: n1.to_string(),
+                reason: format!("data [{b1}, {e1}) overlaps tensor `{n0}` [{b0}, {e0})"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn parse_entry(path: &Path, name: &str, v: &Value, data_len: usize) -> Result<StEntry> {

@@ -10,6 +10,8 @@
 //! * [`codes`]: MIL `DataType`, blob dtype codes and `ArrayDataType` numbers.
 //! * [`compiled`]: compiled bundles (`.mlmodelc`): [`compiled::compile_package`],
 //!   [`compiled::write_bundle`], [`compiled::read_bundle`]; [`read_model`] reads either form.
+//! * [`publish`]: publishing an output directory (and companions such as its zip) safely: target
+//!   guard, exclusive / shared locks, staging beside the target, atomic swap, debris cleanup.
 //! * [`coremltools_check`]: run `scripts/validate_mlpackage.py` (coremltools 9.0) on a package.
 //!
 //! Unknown op types are *not* rejected when reading: that is the `mil` validator's job.
@@ -25,6 +27,7 @@ pub mod description;
 pub mod error;
 pub mod manifest;
 pub mod package;
+pub mod publish;
 pub mod weights;
 
 pub use compiled::{BundleError, read_model};
