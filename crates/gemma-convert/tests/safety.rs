@@ -586,6 +586,29 @@ fn the_zip_is_published_with_the_set_and_honours_force() {
     assert_eq!(snapshot(&out), before);
     assert_eq!(std::fs::read(zip.join("keep")).unwrap(), b"mine");
     assert_eq!(names(tmp.path()), ["set", "set.zip"]);
+    // `--out` through a symlink: the set it points to is replaced, the link stays, the zip lies
+    // beside the set and the JSON report says where
+    std::fs::remove_dir_all(&zip).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&out, &link).unwrap();
+    let o = build(
+        &tiny(),
+        &link,
+        &["--zip", "--force", "--json", "--nbits", "8"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        r["zip"].as_str().map(PathBuf::from),
+        Some(out.with_extension("zip"))
+    );
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(out.join("manifest.json").is_file());
 }
 
 /// Run the binary with a file-size limit (writes past it fail with EFBIG, as on a full disk).

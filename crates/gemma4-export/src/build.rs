@@ -581,7 +581,8 @@ fn publish(
     let zip = if opts.zip {
         let prefix = staging.target().name.to_string_lossy().into_owned();
         write_zip(staging.dir(), &staging.companion(".zip"), &prefix)?;
-        Some(zip_path(&opts.out))
+        // beside the resolved target (`OUT` may be a symlink to it)
+        Some(staging.target().companion(".zip"))
     } else {
         None
     };
