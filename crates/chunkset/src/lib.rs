@@ -13,6 +13,8 @@
 //! * [`model_config`]: `model_config.json` ([`ModelConfig`]).
 //! * [`manifest`]: `manifest.json` ([`ChunkSetManifest`], [`BuildSpec`]: the build options as data).
 //! * [`files`]: sha256 of files and trees, set comparison, the reproducible zip.
+//! * [`published`]: the repository layout the CoreML-LLM app's downloader fetches ([`Layout`]) and
+//!   the per-file `manifest.json` of a published directory ([`PublishedManifest`]).
 //! * [`error`]: [`ContractError`]: every read problem names the file and the field.
 //!
 //! Architecture invariant: the writer serialises these types and the runtime deserialises them; no
@@ -31,6 +33,7 @@ pub mod kinds;
 pub mod manifest;
 pub mod model_config;
 pub mod names;
+pub mod published;
 pub mod variant;
 
 pub use chunk::{ChunkSpec, KvSlot, PrefillKv};
@@ -47,4 +50,5 @@ pub use manifest::{
     BuildFacts, BuildSpec, ChunkRange, ChunkSetManifest, FileEntry, MANIFEST_FORMAT, MANIFEST_NAME,
 };
 pub use model_config::{ChunkEntry, MODEL_CONFIG_NAME, ModelConfig, PrefillChunkEntry};
+pub use published::{Layout, NoLayout, PUBLISHED_FORMAT, PublishedManifest};
 pub use variant::{UnknownVariant, Variant};

@@ -59,6 +59,9 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
         {
             return 2;
         }
+        if let Some(p) = cause.downcast_ref::<crate::publish::PublishSetError>() {
+            return if p.is_bad_input() { 2 } else { 1 };
+        }
         if let Some(p) = cause.downcast_ref::<mlpackage::publish::PublishError>() {
             return if p.is_usage() { 2 } else { 1 };
         }

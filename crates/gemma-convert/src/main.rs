@@ -13,6 +13,7 @@ mod exit;
 mod inspect;
 mod model_source;
 mod parity;
+mod publish;
 mod run;
 mod sets;
 mod stateful_cmd;
@@ -54,6 +55,9 @@ enum Command {
     Assemble(sets::AssembleArgs),
     /// Rebuild a set from the command recorded in its manifest.json and check it is identical.
     Rebuild(sets::RebuildArgs),
+    /// Lay out a set as the repository the CoreML-LLM app's downloader fetches (swa/, prefill/,
+    /// side files, hf_model/), with a per-file manifest of sizes and hashes.
+    Publish(publish::PublishArgs),
     /// Run the reference forward on token ids and print the greedy continuation.
     Run(run::RunArgs),
     /// Compile a set's packages with Core ML's compiler into `.mlmodelc` beside them (macOS,
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Some(Command::Compare(a)) => sets::compare(a),
         Some(Command::Assemble(a)) => sets::assemble(a),
         Some(Command::Rebuild(a)) => sets::rebuild(a),
+        Some(Command::Publish(a)) => publish::run(a),
         Some(Command::Run(a)) => run::run(a),
         Some(Command::Compile(a)) => compile::run(a),
         Some(Command::Synth(a)) => synth::run(a),
