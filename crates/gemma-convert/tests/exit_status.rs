@@ -438,6 +438,24 @@ fn every_exit_path() {
             2,
             vec!["--out", "user"],
         ),
+        (
+            "publish an fp32 set",
+            v(&["publish", &set, "--out", &env.path("published")]),
+            2,
+            vec!["--precision fp32"],
+        ),
+        (
+            "publish packages only",
+            v(&["publish", &set8, "--out", &env.path("published")]),
+            2,
+            vec!["--format mlmodelc"],
+        ),
+        (
+            "publish no set",
+            v(&["publish", &tiny, "--out", &env.path("published")]),
+            2,
+            vec!["not a chunk set"],
+        ),
     ];
     let mut failures = Vec::new();
     for (name, args, want, needles) in &rows {

@@ -166,7 +166,14 @@ fn differing(set: &Path, linked: &[(&str, &str)]) -> Vec<String> {
 fn swa4_and_merged_with_prefill_publish_the_downloader_layout() {
     let tmp = tempfile::tempdir().unwrap();
     // (variant, --format, decode chunks, prefill ← decode pairs the entry hard-links, entry)
-    let cases: [(&str, &str, &[&str], &[(&str, &str)], &str); 2] = [
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+        &'a str,
+    );
+    let cases: [Case; 2] = [
         (
             "swa4",
             "mlmodelc",
