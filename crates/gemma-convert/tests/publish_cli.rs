@@ -321,6 +321,17 @@ fn swa4_and_merged_with_prefill_publish_the_downloader_layout() {
             std::fs::read(set.join("cos_full.npy")).unwrap()
         );
         assert_eq!(m.source.manifest_sha256, sha(&set.join("manifest.json")));
+        // publishing again gives the same bytes
+        let again = tmp.path().join(format!("{variant}-again"));
+        assert!(publish(&set, &again, &[]).status.success());
+        assert_eq!(tree(&again), tree(&out));
+        for f in tree(&out) {
+            assert!(
+                std::fs::read(out.join(&f)).unwrap() == std::fs::read(again.join(&f)).unwrap(),
+                "{variant}: {f}"
+            );
+        }
+        assert!(run(&["compare", s(&out), s(&again)]).status.success());
     }
 }
 
