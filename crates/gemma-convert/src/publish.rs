@@ -115,10 +115,10 @@ pub enum PublishSetError {
     },
     /// Linked pairs whose weights differ.
     #[error(
-        "{}: the downloader entry `{entry}` does not download {}, it hard-links the decode chunk's \
-         weights there, but they differ (prefill ≠ decode: {}): the device would run prefill with \
-         the wrong weights; rebuild with a gemma-convert whose decode/prefill pairs share one \
-         weight.bin",
+        "{}: the downloader entry `{entry}` does not download {}: it hard-links the decode \
+         chunk's weight.bin in its place, and here they differ ({}): the device would run prefill \
+         with the decode chunk's weights; rebuild with a gemma-convert whose decode/prefill pairs \
+         share one weight.bin",
         set.display(),
         pairs.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", "),
         pairs.iter().map(|(p, d)| format!("{p} vs {d}")).collect::<Vec<_>>().join("; ")
