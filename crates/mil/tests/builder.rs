@@ -590,4 +590,29 @@ fn in_place_cache_update_at_a_runtime_position() {
             ("read_state", "cache_update"),
         ]
     );
+
+#[test]
+fn pad_constant_pads_the_last_axes_and_checks_its_arguments() {
+    let mut b = FunctionBuilder::new("main");
+    let x = b
+        .input("x", TensorType::new(DType::F16, &[1, 2, 1, 16]))
+        .unwrap();
+    let y = b.pad_constant("padded", &x, &[0, 1, 0, 16], 0.0).unwrap();
+    assert_eq!(y.ty(), &TensorType::new(DType::F16, &[1, 2, 2, 32]));
+    // every parameter explicit, the value in x's dtype
+    let op = b.operations().last().unwrap().clone();
+    assert_eq!(op.op_type, "pad");
+    for p in ["x", "pad", "mode", "constant_val"] {
+        assert!(op.input(p).is_some(), "{p} missing");
+    }
+    assert!(b.pad_constant("odd", &x, &[1, 2, 3], 0.0).is_err());
+    assert!(b.pad_constant("neg", &x, &[0, -1], 0.0).is_err());
+    let e = b
+        .pad_constant("too_many", &x, &[0; 10], 0.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("pad"), "{e}");
+    b.output("y", &y).unwrap();
+    let f = b.finish().unwrap();
+    validate::validate_function("main", &f).unwrap();
 }

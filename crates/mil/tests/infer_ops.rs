@@ -89,6 +89,7 @@ fn catalog_is_closed_and_complete() {
         "select",
         "clip",
         "fill",
+        "pad",
         "identity",
         "read_state",
         "write_state",

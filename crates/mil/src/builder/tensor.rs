@@ -1,7 +1,7 @@
 //! Tensor builder methods: concat/split/tile/fill/select/identity, shape changes and slicing,
 //! gathers, states, and the iOS18 constexpr compression ops (inline literals).
 
-use super::params::{Slice, Split, boolean, bools, int, ints};
+use super::params::{Slice, Split, boolean, bools, int, ints, string};
 use super::{FunctionBuilder, Operand, Param, StateVar, Var};
 use crate::{DType, MilError, TensorValue};
 
@@ -59,6 +59,29 @@ impl FunctionBuilder {
             "tile",
             name,
             vec![("x", Param::Var(x.clone())), ("reps", ints(reps))],
+        )
+    }
+
+    /// `pad(x)` with `constant_val` (constant mode): `pad` holds (before, after) pairs of the last
+    /// `pad.len() / 2` axes.
+    pub fn pad_constant(
+        &mut self,
+        name: &str,
+        x: &Var,
+        pad: &[i32],
+        value: f64,
+    ) -> Result<Var, MilError> {
+        let dtype = x.dtype();
+        let v = self.param("pad", name, Operand::Scalar(value), Some(dtype))?;
+        self.single(
+            "pad",
+            name,
+            vec![
+                ("x", Param::Var(x.clone())),
+                ("pad", ints(pad)),
+                ("mode", string("constant")),
+                ("constant_val", v),
+            ],
         )
     }
 

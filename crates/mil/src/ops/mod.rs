@@ -329,6 +329,7 @@ static CATALOG: &[&OpDef] = &[
     &tensor_operation::CONCAT,
     &tensor_operation::FILL,
     &tensor_operation::IDENTITY,
+    &tensor_operation::PAD,
     &tensor_operation::SELECT,
     &tensor_operation::SPLIT,
     &tensor_operation::TILE,

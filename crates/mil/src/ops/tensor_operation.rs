@@ -1,4 +1,4 @@
-//! Tensor operations (iOS15): `concat`, `split`, `tile`, `fill`, `select`, `identity`.
+//! Tensor operations (iOS15): `concat`, `split`, `tile`, `fill`, `pad`, `select`, `identity`.
 //!
 //! | op | params | output |
 //! |---|---|---|
@@ -6,12 +6,13 @@
 //! | `split` | x T ∈ {fp16, fp32, int32, bool}; `num_splits` int32 const opt; `split_sizes` `int32[S]` const opt; `axis` int32 const (required) | several outputs; exactly one of `num_splits` (must divide the dim) / `split_sizes` (positive, must sum to the dim) is needed |
 //! | `tile` | x T ∈ {fp16, fp32, int32, bool}; `reps` `int32[rank]` (runtime allowed, ≥ 1) | dim·rep per axis |
 //! | `fill` | `shape` `int32[K]` (runtime allowed); `value` T const opt (0.0 fp32) | tensor of `shape` filled with `value`, dtype of value |
+//! | `pad` | x T ∈ {fp16, fp32}; `pad` `int32[2N]` const (N ≤ rank, ≥ 0: before/after pairs of the last N axes); `mode` string const opt (`constant`; `reflect`, `replicate` need pads < dim); `constant_val` T const scalar opt (0) | each of the last N dims grows by its pair |
 //! | `select` | `cond` bool; `a`, `b` T ∈ {fp16, fp32, int32, bool} | broadcast `cond ? a : b` |
 //! | `identity` | x any | a copy of x (keeps unused inputs alive, renames outputs) |
 //!
-//! Not covered: `stack`, `pad`, `range_1d`, `one_hot`, `band_part`, `topk`, `argsort`.
+//! Not covered: `stack`, `range_1d`, `one_hot`, `band_part`, `topk`, `argsort`.
 
-use super::domains::{BOOL, FLOAT_I32_BOOL, I32};
+use super::domains::{BOOL, FLOAT, FLOAT_I32_BOOL, I32, STR};
 use super::util::{
     UNKNOWN, broadcast_shapes, dims_differ, fmt_shape, mul_dim, norm_axis, same_dtype, sum_dims,
     tensor,
@@ -245,6 +246,77 @@ pub static FILL: OpDef = OpDef {
             None => vec![UNKNOWN; len],
         };
         Ok(vec![tensor(dtype, shape)])
+    },
+    constexpr: false,
+};
+
+/// `pad` modes.
+pub const PAD_MODES: [&str; 3] = ["constant", "reflect", "replicate"];
+
+/// The `pad` op.
+pub static PAD: OpDef = OpDef {
+    name: "pad",
+    opset: Opset::Ios15,
+    params: &[
+        ParamSpec::tensor("x", FLOAT),
+        ParamSpec::tensor("pad", I32).konst(),
+        ParamSpec::tensor("mode", STR)
+            .konst()
+            .opt(DefaultValue::Str("constant")),
+        ParamSpec::tensor("constant_val", FLOAT)
+            .konst()
+            .opt(DefaultValue::FloatLikeX(0.0)),
+    ],
+    infer: |args| {
+        let x = args.tensor("x")?;
+        let pad = args.req_int_list("pad")?;
+        let mode = args.string("mode")?.unwrap_or_else(|| "constant".into());
+        if !PAD_MODES.contains(&mode.as_str()) {
+            return Err(InferError::bad_value(
+                "mode",
+                format!("`{mode}` is not one of {PAD_MODES:?}"),
+            ));
+        }
+        if let Some(c) = args.opt_tensor("constant_val") {
+            if c.rank() != 0 {
+                return Err(InferError::rank("constant_val", c.rank(), "0 (a scalar)"));
+            }
+            same_dtype(("x", x), ("constant_val", c))?;
+        }
+        let r = x.rank();
+        if pad.len() % 2 != 0 || pad.len() / 2 > r {
+            return Err(InferError::bad_value(
+                "pad",
+                format!(
+                    "needs an even number of entries, at most 2·rank(x) = {}, got {}",
+                    2 * r,
+                    pad.len()
+                ),
+            ));
+        }
+        if let Some(v) = pad.iter().find(|&&v| v < 0) {
+            return Err(InferError::bad_value("pad", format!("negative pad {v}")));
+        }
+        let k = pad.len() / 2;
+        let mut shape = x.shape.clone();
+        for i in 0..k {
+            let d = r - k + i;
+            let (before, after) = (pad[2 * i] as u64, pad[2 * i + 1] as u64);
+            if mode != "constant"
+                && let Dim::Fixed(n) = shape[d]
+                && (before >= n || after >= n)
+            {
+                return Err(InferError::bad_value(
+                    "pad",
+                    format!("{mode} padding of axis {d} must be smaller than its size {n}"),
+                ));
+            }
+            shape[d] = match shape[d] {
+                Dim::Fixed(n) => Dim::Fixed(n + before + after),
+                u => u,
+            };
+        }
+        Ok(vec![tensor(x.dtype, shape)])
     },
     constexpr: false,
 };
