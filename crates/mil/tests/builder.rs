@@ -590,6 +590,7 @@ fn in_place_cache_update_at_a_runtime_position() {
             ("read_state", "cache_update"),
         ]
     );
+}
 
 #[test]
 fn pad_constant_pads_the_last_axes_and_checks_its_arguments() {

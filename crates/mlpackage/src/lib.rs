@@ -1,7 +1,8 @@
 //! `mlpackage`: read and write Core ML `.mlpackage` directories holding MIL programs (iOS 18).
 //!
 //! * [`package`]: [`write_package`] (atomic, deterministic) / [`read_package`] (validating,
-//!   zero-copy weights) of a [`Package`] = [`mil::Program`] + [`Description`] + spec version.
+//!   zero-copy weights) of a [`Package`] = [`mil::Program`] + [`Description`] + spec version;
+//!   [`PackageGroup`] writes packages around one shared, byte-identical `weight.bin`.
 //! * [`convert`]: MIL IR ⇄ `CoreML.Specification.MILSpec` protobuf, with coremltools' blob policy
 //!   ([`convert::blob_eligible`]) and immediate-value encodings.
 //! * [`weights`]: `weight.bin` (blob storage v2) [`weights::BlobWriter`] / [`weights::BlobReader`].
@@ -37,7 +38,7 @@ pub use description::{
 };
 pub use error::{DescriptionError, ManifestError, PackageError, ProgramError, WeightsError};
 pub use package::{
-    Package, WriteOptions, WriteReport, encode_in_memory, read_package, read_package_from_parts,
-    read_package_spec, write_package,
+    Package, PackageGroup, WriteOptions, WriteReport, encode_in_memory, read_package,
+    read_package_from_parts, read_package_spec, referenced_blobs, write_package,
 };
 pub use weights::{BlobReader, BlobRecord, BlobWriter};

@@ -15,6 +15,10 @@
 //! Output is deterministic: the same [`Package`] gives byte-identical files (BTreeMap proto maps,
 //! blobs in program order, name-derived manifest identifiers, no timestamps).
 //!
+//! A [`PackageGroup`] writes several packages around one `weight.bin` (the blobs of every member,
+//! in the order the members are added), copied byte for byte into each: what lets a runtime
+//! hard-link the weight files of a decode chunk and of the prefill chunk holding the same layers.
+//!
 //! Reading validates the manifest (and that its item paths exist), decodes the model, checks that
 //! it is an ML Program with a known specification version, memory-maps and validates `weight.bin`,
 //! lifts the program (tensor payloads stay zero-copy slices of the map) and decodes the description.
@@ -155,72 +159,165 @@ pub fn encode_in_memory(pkg: &Package) -> Result<(Vec<u8>, Option<Buffer>), Pack
     Ok((model, weights))
 }
 
-/// Build the package content inside `dir` (an empty directory).
-fn build(pkg: &Package, dir: &Path, report: &mut WriteReport) -> Result<(), PackageError> {
-    let data = dir.join("Data");
-    let model_path = data.join(MODEL_ITEM_PATH);
-    let weights_dir = data.join(WEIGHTS_ITEM_PATH);
-    io(&weights_dir, fs::create_dir_all(&weights_dir))?;
-    let weight_path = weights_dir.join("weight.bin");
-
-    let file = io(&weight_path, File::create(&weight_path))?;
-    let wrap = |source: WeightsError| PackageError::Weights {
-        path: weight_path.clone(),
-        source,
-    };
-    let mut blobs = BlobWriter::new(BufWriter::new(file)).map_err(wrap)?;
-    let bytes = encode_model(pkg, &model_path, &mut |t: &mil::TensorValue| {
-        blobs.write_tensor(t)
-    })?;
-    report.blob_count = blobs.blob_count();
-    report.blob_references = blobs.references();
-    if blobs.is_empty() {
-        drop(blobs);
-        io(&weight_path, fs::remove_file(&weight_path))?;
-    } else {
-        report.weight_bytes = blobs.len();
-        let out = blobs.finish().map_err(wrap)?;
-        let file = out
-            .into_inner()
-            .map_err(|e| PackageError::io(&weight_path, e.into_error()))?;
-        io(&weight_path, file.sync_all())?;
-    }
-
-    report.model_bytes = bytes.len() as u64;
-    write_synced(&model_path, &bytes)?;
-    write_synced(
-        &manifest_path(dir),
-        Manifest::standard().to_json().as_bytes(),
-    )?;
-    let model_dir = model_path.parent().unwrap_or(&data);
-    for d in [weights_dir.as_path(), model_dir, data.as_path(), dir] {
-        sync_dir(d)?;
-    }
-    Ok(())
-}
-
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PackageError> {
     let mut f = io(path, File::create(path))?;
     io(path, f.write_all(bytes))?;
     io(path, f.sync_all())
 }
 
-/// Write a package to `dest` (a `.mlpackage` directory), atomically.
-pub fn write_package(
-    pkg: &Package,
-    dest: &Path,
-    options: &WriteOptions,
-) -> Result<WriteReport, PackageError> {
+/// The directory a destination lives in (`.` for a bare name).
+fn parent_of(dest: &Path) -> PathBuf {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// `weight.bin` inside a package directory.
+fn weight_file(pkg: &Path) -> PathBuf {
+    pkg.join("Data").join(WEIGHTS_ITEM_PATH).join("weight.bin")
+}
+
+/// One encoded member of a [`PackageGroup`].
+struct Member {
+    dest: PathBuf,
+    model: Vec<u8>,
+    references: usize,
+}
+
+/// Packages written around **one** `weight.bin`: the blob literals of every package added go into
+/// the same weight file (in the order the packages are added, identical contents stored once), and
+/// every package of the group gets a byte-identical copy of it, so each package's blob offsets are
+/// valid in every other's weight file. This is what lets a runtime hard-link the weight file of a
+/// decode chunk and of the prefill chunk holding the same layers (each package still loads on its
+/// own; blobs only another member references are carried unused).
+///
+/// Packages are encoded as they are added (only the encoded model bytes are kept, the program can
+/// be dropped); the weight file is streamed to a temporary directory and [`PackageGroup::finish`]
+/// writes every package atomically as [`write_package`] does. A group of one package writes exactly
+/// what [`write_package`] writes. Dropping an unfinished group removes everything it wrote.
+pub struct PackageGroup {
+    /// Holds the weight file while packages are added (removed on drop).
+    tmp: tempfile::TempDir,
+    weight_path: PathBuf,
+    blobs: BlobWriter<BufWriter<File>>,
+    members: Vec<Member>,
+    overwrite: bool,
+}
+
+impl PackageGroup {
+    /// An empty group whose temporary weight file lives in `dir` (the directory the packages will
+    /// be written to, so the file can be moved into place).
+    pub fn new(dir: &Path, options: &WriteOptions) -> Result<PackageGroup, PackageError> {
+        let tmp = io(
+            dir,
+            tempfile::Builder::new()
+                .prefix(".weights.tmp-")
+                .tempdir_in(dir),
+        )?;
+        let weight_path = tmp.path().join("weight.bin");
+        let file = io(&weight_path, File::create(&weight_path))?;
+        let blobs =
+            BlobWriter::new(BufWriter::new(file)).map_err(|source| PackageError::Weights {
+                path: weight_path.clone(),
+                source,
+            })?;
+        Ok(PackageGroup {
+            tmp,
+            weight_path,
+            blobs,
+            members: Vec::new(),
+            overwrite: options.overwrite,
+        })
+    }
+
+    /// Encode `pkg` to be written at `dest` by [`PackageGroup::finish`]; its literals join the
+    /// group's weight file now. An existing `dest` is refused unless the group overwrites.
+    pub fn add(&mut self, pkg: &Package, dest: &Path) -> Result<(), PackageError> {
+        if dest.symlink_metadata().is_ok() && !self.overwrite {
+            return Err(PackageError::DestinationExists {
+                path: dest.to_path_buf(),
+            });
+        }
+        if self.members.iter().any(|m| m.dest == dest) {
+            return Err(PackageError::DestinationExists {
+                path: dest.to_path_buf(),
+            });
+        }
+        let model_path = dest.join("Data").join(MODEL_ITEM_PATH);
+        let weight_path = weight_file(dest);
+        let before = self.blobs.references();
+        let blobs = &mut self.blobs;
+        let model = encode_model(pkg, &model_path, &mut |t: &mil::TensorValue| {
+            blobs.write_tensor(t)
+        })
+        .map_err(|e| match e {
+            PackageError::Weights { source, .. } => PackageError::Weights {
+                path: weight_path.clone(),
+                source,
+            },
+            e => e,
+        })?;
+        self.members.push(Member {
+            dest: dest.to_path_buf(),
+            model,
+            references: self.blobs.references() - before,
+        });
+        Ok(())
+    }
+
+    /// Write every package of the group (each atomically, in the order added); returns their
+    /// reports. Without any blob literal in the group, no package gets a `weight.bin`.
+    pub fn finish(self) -> Result<Vec<WriteReport>, PackageError> {
+        let PackageGroup {
+            tmp,
+            weight_path,
+            blobs,
+            members,
+            overwrite,
+        } = self;
+        let wrap = |source: WeightsError| PackageError::Weights {
+            path: weight_path.clone(),
+            source,
+        };
+        let (count, weight_bytes, has_weights) =
+            (blobs.blob_count(), blobs.len(), !blobs.is_empty());
+        let out = blobs.finish().map_err(wrap)?;
+        let file = out
+            .into_inner()
+            .map_err(|e| PackageError::io(&weight_path, e.into_error()))?;
+        io(&weight_path, file.sync_all())?;
+        drop(file);
+        let last = members.len().saturating_sub(1);
+        let mut reports = Vec::with_capacity(members.len());
+        for (i, m) in members.into_iter().enumerate() {
+            let weights = has_weights.then_some((weight_path.as_path(), i == last));
+            place(&m, weights, overwrite)?;
+            reports.push(WriteReport {
+                path: m.dest.clone(),
+                model_bytes: m.model.len() as u64,
+                weight_bytes: if has_weights { weight_bytes } else { 0 },
+                blob_count: count,
+                blob_references: m.references,
+            });
+        }
+        drop(tmp);
+        Ok(reports)
+    }
+}
+
+/// Build one encoded package in a temporary directory beside its destination and move it into
+/// place. `weights`: the group's weight file and whether it may be moved (the last member) rather
+/// than copied.
+fn place(m: &Member, weights: Option<(&Path, bool)>, overwrite: bool) -> Result<(), PackageError> {
+    let dest = &m.dest;
     let exists = dest.symlink_metadata().is_ok();
-    if exists && !options.overwrite {
+    if exists && !overwrite {
         return Err(PackageError::DestinationExists {
             path: dest.to_path_buf(),
         });
     }
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = parent_of(dest);
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -231,14 +328,29 @@ pub fn write_package(
             .prefix(&format!(".{name}.tmp-"))
             .tempdir_in(&parent),
     )?;
-    let mut report = WriteReport {
-        path: dest.to_path_buf(),
-        model_bytes: 0,
-        weight_bytes: 0,
-        blob_count: 0,
-        blob_references: 0,
-    };
-    build(pkg, tmp.path(), &mut report)?;
+    let dir = tmp.path();
+    let data = dir.join("Data");
+    let model_path = data.join(MODEL_ITEM_PATH);
+    let weights_dir = data.join(WEIGHTS_ITEM_PATH);
+    io(&weights_dir, fs::create_dir_all(&weights_dir))?;
+    if let Some((src, last)) = weights {
+        let w = weights_dir.join("weight.bin");
+        if last {
+            io(&w, fs::rename(src, &w))?;
+        } else {
+            io(&w, fs::copy(src, &w))?;
+            io(&w, File::open(&w).and_then(|f| f.sync_all()))?;
+        }
+    }
+    write_synced(&model_path, &m.model)?;
+    write_synced(
+        &manifest_path(dir),
+        Manifest::standard().to_json().as_bytes(),
+    )?;
+    let model_dir = model_path.parent().unwrap_or(&data);
+    for d in [weights_dir.as_path(), model_dir, data.as_path(), dir] {
+        sync_dir(d)?;
+    }
 
     if exists {
         // Move the old package aside, put the new one in place, then delete the old one.
@@ -250,19 +362,35 @@ pub fn write_package(
         )?;
         let aside = old.path().join("old");
         io(dest, fs::rename(dest, &aside))?;
-        if let Err(e) = fs::rename(tmp.path(), dest) {
+        if let Err(e) = fs::rename(dir, dest) {
             let _ = fs::rename(&aside, dest);
             return Err(PackageError::io(dest, e));
         }
         // `old` (holding the previous package) is removed when dropped.
         drop(old);
     } else {
-        io(dest, fs::rename(tmp.path(), dest))?;
+        io(dest, fs::rename(dir, dest))?;
     }
     // The temporary directory now is the package: do not delete it.
     let _ = tmp.keep();
-    sync_dir(&parent)?;
-    Ok(report)
+    sync_dir(&parent)
+}
+
+/// Write a package to `dest` (a `.mlpackage` directory), atomically.
+pub fn write_package(
+    pkg: &Package,
+    dest: &Path,
+    options: &WriteOptions,
+) -> Result<WriteReport, PackageError> {
+    let mut group = PackageGroup::new(&parent_of(dest), options)?;
+    group.add(pkg, dest)?;
+    let mut reports = group.finish()?;
+    reports.pop().ok_or_else(|| {
+        PackageError::io(
+            dest,
+            std::io::Error::other("package group wrote no package"),
+        )
+    })
 }
 
 /// Decode a package from its three files' bytes (no file system access; used by the fuzzer).
@@ -427,4 +555,38 @@ pub fn read_package(pkg: &Path) -> Result<Package, PackageError> {
         None
     };
     decode(&model_path, &bytes, reader.as_ref())
+}
+
+/// The offsets (record offsets into `weight.bin`) of every blob the program of the package at `pkg`
+/// references, in any function, op input or attribute, including nested blocks.
+pub fn referenced_blobs(pkg: &Path) -> Result<std::collections::BTreeSet<u64>, PackageError> {
+    use coreml_proto::mil_spec as pb;
+    fn value(v: &pb::Value, out: &mut std::collections::BTreeSet<u64>) {
+        if let Some(pb::value::Value::BlobFileValue(b)) = &v.value {
+            out.insert(b.offset);
+        }
+    }
+    fn block(b: &pb::Block, out: &mut std::collections::BTreeSet<u64>) {
+        for op in &b.operations {
+            op.attributes.values().for_each(|v| value(v, out));
+            for arg in op.inputs.values() {
+                for a in &arg.arguments {
+                    if let Some(pb::argument::binding::Binding::Value(v)) = &a.binding {
+                        value(v, out);
+                    }
+                }
+            }
+            op.blocks.iter().for_each(|nested| block(nested, out));
+        }
+    }
+    let model = read_package_spec(pkg)?;
+    let mut out = std::collections::BTreeSet::new();
+    if let Some(model::Type::MlProgram(p)) = &model.r#type {
+        for f in p.functions.values() {
+            f.block_specializations
+                .values()
+                .for_each(|b| block(b, &mut out));
+        }
+    }
+    Ok(out)
 }

@@ -440,3 +440,95 @@ fn fp32_states_only_with_an_explicit_opt_in() {
     )
     .unwrap();
 }
+
+#[test]
+fn package_group_shares_one_byte_identical_weight_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    // same weights (same seed), different sequence length, plus a package with blobs of its own
+    let a = package(single(fp16_function(4, 7)));
+    let b = package(single(fp16_function(2, 7)));
+    let c = package(single(palettized_function(3)));
+    let dests: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| tmp.path().join(format!("{n}.mlpackage")))
+        .collect();
+    let mut group = mlpackage::PackageGroup::new(tmp.path(), &WriteOptions::default()).unwrap();
+    for (p, d) in [&a, &b, &c].into_iter().zip(&dests) {
+        group.add(p, d).unwrap();
+    }
+    let reports = group.finish().unwrap();
+    assert_eq!(reports.len(), 3);
+    let weight =
+        |d: &Path| std::fs::read(d.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap();
+    assert_eq!(
+        weight(&dests[0]),
+        weight(&dests[1]),
+        "a and b share the file"
+    );
+    assert_eq!(weight(&dests[0]), weight(&dests[2]), "c shares it too");
+    // a and b reference the same blobs at the same offsets; the union is stored once
+    let offsets = |d: &Path| -> BTreeSet<u64> { blob_refs(d).into_iter().map(|r| r.2).collect() };
+    assert_eq!(offsets(&dests[0]), offsets(&dests[1]));
+    let (_, alone_a) = mlpackage::encode_in_memory(&a).unwrap();
+    let (_, alone_c) = mlpackage::encode_in_memory(&c).unwrap();
+    let alone_a = alone_a.unwrap();
+    let alone_a = alone_a.as_bytes();
+    // after the 64-byte header (whose blob count differs), the first member's blobs come first,
+    // exactly as it would write them alone
+    assert!(
+        weight(&dests[0])[64..alone_a.len()] == alone_a[64..],
+        "the group's file starts with the first member's blobs"
+    );
+    assert!(weight(&dests[0]).len() > alone_c.unwrap().as_bytes().len());
+    assert_eq!(reports[0].blob_count, reports[2].blob_count);
+    assert_eq!(reports[0].blob_references, reports[1].blob_references);
+    // every member reads back as written; together they reference every blob of the file (each
+    // one only its own: a group is meant for packages of the same weights, as the next one is)
+    let records: BTreeSet<u64> =
+        mlpackage::BlobReader::open(&dests[0].join("Data/com.apple.CoreML/weights/weight.bin"))
+            .unwrap()
+            .records()
+            .map(|r| r.offset)
+            .collect();
+    let mut union = BTreeSet::new();
+    for (p, d) in [&a, &b, &c].into_iter().zip(&dests) {
+        assert_eq!(&read_package(d).unwrap(), p, "{}", d.display());
+        let refs = mlpackage::referenced_blobs(d).unwrap();
+        assert!(refs.is_subset(&records));
+        union.extend(refs);
+    }
+    assert_eq!(union, records);
+    // packages of the same weights: nothing unused, and coremltools accepts both
+    let sub = tmp.path().join("same");
+    std::fs::create_dir(&sub).unwrap();
+    let mut group = mlpackage::PackageGroup::new(&sub, &WriteOptions::default()).unwrap();
+    let (da, db) = (sub.join("a.mlpackage"), sub.join("b.mlpackage"));
+    group.add(&a, &da).unwrap();
+    group.add(&b, &db).unwrap();
+    group.finish().unwrap();
+    for d in [&da, &db] {
+        assert_eq!(
+            mlpackage::referenced_blobs(d).unwrap(),
+            records
+                .iter()
+                .copied()
+                .take(offsets(&dests[0]).len())
+                .collect()
+        );
+        check_package(d, &CheckOptions {
+                materialize: true,
+                ..Default::default()
+            }).unwrap();
+    }
+    // nothing else was left in the directory (the temporary weight file is gone)
+    assert_eq!(
+        entries(tmp.path()),
+        BTreeSet::from(["a.mlpackage", "b.mlpackage", "c.mlpackage", "same"].map(String::from))
+    );
+    // a refused member leaves nothing behind
+    let mut group = mlpackage::PackageGroup::new(tmp.path(), &WriteOptions::default()).unwrap();
+    let e = group.add(&a, &dests[0]).unwrap_err();
+    assert!(matches!(e, PackageError::DestinationExists { .. }), "{e}");
+    drop(group);
+    assert_eq!(entries(tmp.path()).len(), 4);
+}
