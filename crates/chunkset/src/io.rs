@@ -20,6 +20,7 @@
 //!   (docs/STATEFUL.md).
 
 use crate::chunk::{ChunkSpec, PrefillKv};
+use crate::forms::{Taps, eagle3_layers};
 use crate::function::FunctionKind;
 use crate::kinds::{CachePolicy, LayerKind};
 use crate::names::{self, Dir, KvPart, RopeTable};
@@ -82,6 +83,12 @@ pub struct IoContract {
     /// Producer layers (`kv13_*` = sliding producer, `kv14_*` = full producer).
     pub sliding_producer: Option<usize>,
     pub full_producer: Option<usize>,
+    /// Vocabulary size `V` (rows of `logits_fp16`).
+    pub vocab: usize,
+    /// Decoder layers `L` (the EAGLE-3 tap layers follow from it).
+    pub num_layers: usize,
+    /// Optional outputs.
+    pub taps: Taps,
 }
 
 type Io = (Vec<IoTensor>, Vec<IoTensor>);
@@ -101,6 +108,19 @@ impl IoContract {
             LayerKind::Sliding => self.sliding_producer,
             LayerKind::Full => self.full_producer,
         }
+    }
+
+    /// The `hidden_at_L{l}` taps of `chunk`'s decode function: the EAGLE-3 layers it holds.
+    pub fn eagle3_taps(&self, chunk: &ChunkSpec) -> Vec<usize> {
+        if !self.taps.eagle3 {
+            return Vec::new();
+        }
+        let mut v: Vec<usize> = eagle3_layers(self.num_layers)
+            .into_iter()
+            .filter(|l| chunk.layers.contains(l))
+            .collect();
+        v.dedup();
+        v
     }
 
     /// True for a stateful set: the sliding KV is a ring in a Core ML state.
@@ -266,7 +286,8 @@ impl IoContract {
     /// The decode (`decode_q1`) I/O contract of a chunk: inputs `hidden_states`,
     /// `causal_mask_full`, `causal_mask_sliding`, [`update_mask`], [PLE], RoPE rows, [KV caches in],
     /// [`kv13_*`, `kv14_*`]; outputs [`token_id`, `token_logit`], `hidden_states_out`, [KV caches
-    /// out], [`kv13_*`, `kv14_*`], [`per_layer_combined_out`].
+    /// out], [`kv13_*`, `kv14_*`], [`per_layer_combined_out`], [`hidden_at_L{l}` of the EAGLE-3
+    /// layers the chunk holds, with the `eagle3` tap].
     pub fn decode_io(&self, chunk: &ChunkSpec) -> Io {
         let cache_len = |kind: LayerKind| self.kind(kind).cache.len();
         let mut ins = vec![self.float(names::HIDDEN_STATES, vec![1, 1, self.hidden])];
@@ -317,6 +338,9 @@ impl IoContract {
         if chunk.computes_ple {
             outs.push(self.float(names::PER_LAYER_COMBINED_OUT, vec![1, 1, self.ple_total]));
         }
+        for l in self.eagle3_taps(chunk) {
+            outs.push(self.float(&names::hidden_at(l), vec![1, 1, self.hidden]));
+        }
         (ins, outs)
     }
 
@@ -325,7 +349,7 @@ impl IoContract {
     /// `[1, 1, K, D]`, PLE `[1, K, L·P]`), `update_indicator` `[1, 1, C, K]` instead of `update_mask`
     /// (KV-owning chunks only); outputs `[token_ids]`, `hidden_states_out`,
     /// `[per_layer_combined_out]`, `[new_K_sliding, new_V_sliding, new_K_full, new_V_full]`,
-    /// `[kv13_*, kv14_*]`.
+    /// `[kv13_*, kv14_*]`, [`logits_fp16` `[1, K, V]` fp16 (head chunk, `verify-logits` tap)].
     pub fn verify_io(&self, chunk: &ChunkSpec, k: usize) -> Io {
         let (dec_ins, _) = self.decode_io(chunk);
         let mut ins = Vec::new();
@@ -370,6 +394,13 @@ impl IoContract {
         }
         if chunk.emits_shared_kv {
             outs.extend(self.shared_kv(|kind| self.kind(kind).cache.len()));
+        }
+        if chunk.has_head && self.taps.verify_logits {
+            outs.push(IoTensor {
+                name: names::LOGITS_FP16.to_string(),
+                shape: vec![1, k, self.vocab],
+                dtype: IoDType::Float16,
+            });
         }
         (ins, outs)
     }

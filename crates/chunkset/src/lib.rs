@@ -3,7 +3,10 @@
 //!
 //! * [`kinds`]: [`LayerKind`] (sliding / full), [`CachePolicy`], [`Precision`], [`PackageFormat`],
 //!   [`OutputFormat`].
-//! * [`variant`]: [`Variant`], how the decoder is cut and its KV kept.
+//! * [`variant`]: [`Variant`], how the decoder is cut and its KV kept, and which runtime loads it
+//!   ([`RuntimeSupport`]).
+//! * [`forms`]: [`GraphForms`] (op forms: the reference pipeline's or leaner) and [`Taps`] (optional
+//!   outputs: EAGLE-3 hidden states, verify logits).
 //! * [`function`]: [`FunctionKind`] and the MIL function names (`decode_q1`, `verify_qK`, `main`),
 //!   [`Functions`], the set of functions a build writes.
 //! * [`compression`]: [`Compression`] (dense or LUT palettization with a valid [`NBits`]).
@@ -27,6 +30,7 @@ pub mod chunk;
 pub mod compression;
 pub mod error;
 pub mod files;
+pub mod forms;
 pub mod function;
 pub mod io;
 pub mod kinds;
@@ -40,6 +44,7 @@ pub use chunk::{ChunkSpec, KvSlot, PrefillKv};
 pub use compression::{BadNBits, Compression, DEFAULT_GROUP_SIZE, LutConfig, NBits};
 pub use error::ContractError;
 pub use files::{SetDiff, compare_sets, hash_tree, list_files, sha256_file, write_zip};
+pub use forms::{FormsError, GqaForm, GraphForms, LayoutForm, SoftmaxForm, Taps, eagle3_layers};
 pub use function::{
     DECODE_FN, ENGINE_BATCHES, FunctionKind, Functions, FunctionsError, INFER_FN, PREFILL_B_PREFIX,
     PREFILL_FN, VERIFY_FN,
@@ -48,7 +53,8 @@ pub use io::{IoContract, IoDType, IoTensor, KindIo};
 pub use kinds::{CacheKind, CachePolicy, LayerKind, OutputFormat, PackageFormat, Precision};
 pub use manifest::{
     BuildFacts, BuildSpec, ChunkRange, ChunkSetManifest, FileEntry, MANIFEST_FORMAT, MANIFEST_NAME,
+    SharedWeights,
 };
 pub use model_config::{ChunkEntry, MODEL_CONFIG_NAME, ModelConfig, PrefillChunkEntry};
 pub use published::{Layout, NoLayout, PUBLISHED_FORMAT, PublishedManifest};
-pub use variant::{UnknownVariant, Variant};
+pub use variant::{HOST_LOOP, RuntimeSupport, UnknownVariant, Variant};

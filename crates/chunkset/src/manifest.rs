@@ -9,6 +9,7 @@
 
 use crate::compression::Compression;
 use crate::error::{ContractError, nullable, read_json, sorted};
+use crate::forms::{GraphForms, Taps};
 use crate::function::Functions;
 use crate::kinds::{OutputFormat, Precision};
 use crate::variant::Variant;
@@ -41,6 +42,19 @@ pub struct ChunkRange {
     pub layers: [usize; 2],
 }
 
+/// A decode chunk and the prefill chunk holding exactly its layers: both packages carry the same,
+/// byte-identical `weight.bin` (same blobs, order and offsets), so a runtime may keep one copy and
+/// hard-link the other (the CoreML-LLM downloader does so for `chunk{i}` ↔ `prefill_chunk{i}` and
+/// `chunk3_3way` ↔ `prefill_chunk4`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedWeights {
+    /// The decode chunk (package stem).
+    pub decode: String,
+    /// The prefill chunk (package stem).
+    pub prefill: String,
+}
+
 /// The build options that determine a set's bytes: what `rebuild` re-runs. Output paths, thread
 /// counts, `--only`, `--zip` and reporting flags are not part of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +71,10 @@ pub struct BuildSpec {
     pub model_name: Option<String>,
     /// Packages, compiled bundles or both (`--format`).
     pub format: OutputFormat,
+    /// Op forms of the graphs ([`crate::forms`]); recorded when not the default.
+    pub forms: GraphForms,
+    /// Optional outputs ([`Taps`]); recorded when any.
+    pub taps: Taps,
 }
 
 impl BuildSpec {
@@ -85,6 +103,10 @@ pub struct BuildFacts {
     pub chunks: Vec<ChunkRange>,
     /// The prefill packages, when built.
     pub prefill_chunks: Option<Vec<ChunkRange>>,
+    /// With prefill packages: the decode/prefill pairs that share a byte-identical `weight.bin`
+    /// (empty when no prefill chunk holds exactly a decode chunk's layers). Absent in manifests of
+    /// sets without prefill and of earlier versions.
+    pub shared_weights: Option<Vec<SharedWeights>>,
     /// The checkpoint's config, index and weight files with their sha256.
     pub model_files: Vec<FileEntry>,
     /// How many weights were palettized (whole sets; `--only` parts leave it out).
@@ -112,12 +134,18 @@ struct BuildFactsRecord {
     chunks: Vec<ChunkRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prefill_chunks: Option<Vec<ChunkRange>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shared_weights: Option<Vec<SharedWeights>>,
     model_files: Vec<FileEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     palettized_weights: Option<usize>,
     /// Left out for the default (`mlpackage`), so package sets keep their manifest bytes.
     #[serde(default, skip_serializing_if = "OutputFormat::is_default")]
     format: OutputFormat,
+    #[serde(default, skip_serializing_if = "GraphForms::is_default")]
+    forms: GraphForms,
+    #[serde(default, skip_serializing_if = "Taps::is_none")]
+    taps: Taps,
 }
 
 impl From<BuildFacts> for BuildFactsRecord {
@@ -137,9 +165,12 @@ impl From<BuildFacts> for BuildFactsRecord {
             full_producer: b.full_producer,
             chunks: b.chunks,
             prefill_chunks: b.prefill_chunks,
+            shared_weights: b.shared_weights,
             model_files: b.model_files,
             palettized_weights: b.palettized_weights,
             format: s.format,
+            forms: s.forms,
+            taps: s.taps,
         }
     }
 }
@@ -160,11 +191,14 @@ impl TryFrom<BuildFactsRecord> for BuildFacts {
                 functions: r.functions,
                 model_name: r.model_name,
                 format: r.format,
+                forms: r.forms,
+                taps: r.taps,
             },
             sliding_producer: r.sliding_producer,
             full_producer: r.full_producer,
             chunks: r.chunks,
             prefill_chunks: r.prefill_chunks,
+            shared_weights: r.shared_weights,
             model_files: r.model_files,
             palettized_weights: r.palettized_weights,
         })

@@ -42,6 +42,16 @@ pub const RING_POS: &str = "ring_pos";
 pub const NORMED_ROWS: &str = "final_norm_out";
 /// Head chunk: the LM head weight `[V, H, 1, 1]` (after any LUT expansion; read through taps).
 pub const LM_HEAD_WEIGHT: &str = "lm_head_weight";
+/// Verify, head chunk, with the `verify-logits` tap: the softcapped logits `[1, K, V]` in fp16
+/// (CoreML-LLM's `verifyCandidatesWithLogits` reads it).
+pub const LOGITS_FP16: &str = "logits_fp16";
+
+/// Decode, with the `eagle3` tap: the output hidden state of layer `layer` (after its
+/// `layer_scalar`, before any later layer or the final norm), `[1, 1, H]`, named as CoreML-LLM's
+/// EAGLE-3 path reads it (`hidden_at_L8`, `hidden_at_L17`, `hidden_at_L34` on E2B).
+pub fn hidden_at(layer: usize) -> String {
+    format!("hidden_at_L{layer}")
+}
 
 /// `K` or `V` of a KV pair.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

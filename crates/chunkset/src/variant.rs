@@ -31,6 +31,21 @@ pub enum Variant {
     Stateful3,
 }
 
+/// Which runtime loads a set of a variant. Every variant is loaded by gemma-convert's own host loop
+/// ([`HOST_LOOP`]); `swift` names the path of the CoreML-LLM Swift runtime (`ChunkedEngine`, the
+/// app's engine) that loads it, if any.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeSupport {
+    /// The Swift runtime's path that loads the set (`None`: that runtime has no loader for it).
+    pub swift: Option<&'static str>,
+    /// What that runtime skips, or why it cannot load the set.
+    pub note: &'static str,
+}
+
+/// gemma-convert's own runtime: `parity` and `bench` (mil-runtime's host loop, driven by
+/// `model_config.json`'s plan facts), on the CPU interpreter or Core ML.
+pub const HOST_LOOP: &str = "gemma-convert's host loop (parity, bench)";
+
 /// Every variant name, in the order the CLI lists them.
 pub const VARIANT_NAMES: [&str; 9] = [
     "swa4",
@@ -80,6 +95,59 @@ impl Variant {
             "stateful3" => Variant::Stateful3,
             other => return Err(UnknownVariant(other.to_string())),
         })
+    }
+
+    /// Which runtime loads a set of this variant (from the CoreML-LLM Swift runtime's
+    /// `ChunkedEngine.load` and `ModelDownloader` at the mirrored HEAD).
+    pub fn runtime(&self) -> RuntimeSupport {
+        match self {
+            Variant::Swa4 => RuntimeSupport {
+                swift: Some(
+                    "ChunkedEngine, 4-chunk decode (chunk1..chunk4, the legacy layout), prefill_chunk1..4",
+                ),
+                note: "verify_qK is loaded (functionName) only with LLM_EAGLE3_ENABLE=1 or SPECULATIVE_PROFILE",
+            },
+            Variant::Flash { .. } => RuntimeSupport {
+                swift: Some(
+                    "ChunkedEngine, 4-chunk decode (chunk1..chunk4: the same I/O as swa4), prefill_chunk1..4",
+                ),
+                note: "flash decoding changes only the full-attention graphs",
+            },
+            Variant::Merged => RuntimeSupport {
+                swift: Some(
+                    "ChunkedEngine, Topology II (chunk1 + chunk2_3way + chunk3_3way, chosen by file presence; the app's default), prefill_chunk1..4",
+                ),
+                note: "verify_qK is not loaded: the engine looks for it in chunk1..chunk4 only",
+            },
+            Variant::Wfa { .. } => RuntimeSupport {
+                swift: None,
+                note: "ChunkedEngine rejects a chunk whose causal_mask_full width (fw) differs from context_length, and for fw = ctx it would still feed a left-aligned positional full mask and update_mask to the shift-register full cache; the reference's own WFA was only driven from Python (conversion/benchmark_wfa.py)",
+            },
+            Variant::Merged2 => RuntimeSupport {
+                swift: None,
+                note: "the 2-chunk loader (merged_chunk1 + merged_chunk2) exists only on the reference's branches, not at its HEAD",
+            },
+            Variant::Merged1 => RuntimeSupport {
+                swift: None,
+                note: "no loader at the reference's HEAD; its 35-layer merged_full failed to load on the iPhone ANE (docs/CHUNK_CONSOLIDATION_BENCH.md)",
+            },
+            Variant::Stateful => RuntimeSupport {
+                swift: Some(
+                    "Gemma4StatefulEngine, 4-chunk mode (chunk_1..chunk_4, KV in MLState; infer and prefill_b<T>)",
+                ),
+                note: "the stateful contract and host rules: docs/STATEFUL.md",
+            },
+            Variant::Stateful3 => RuntimeSupport {
+                swift: Some(
+                    "Gemma4StatefulEngine, 3-chunk mode (chunk_1..chunk_3, KV in MLState; infer and prefill_b<T>)",
+                ),
+                note: "the stateful contract and host rules: docs/STATEFUL.md",
+            },
+            Variant::Lite => RuntimeSupport {
+                swift: None,
+                note: "ChunkedEngine loads chunk1..; lite_chunk1/2 (every owning layer with a ctx-long positional cache) have no loader",
+            },
+        }
     }
 
     /// The name (`swa4`, ...).

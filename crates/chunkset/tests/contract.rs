@@ -184,6 +184,8 @@ fn manifest() -> ChunkSetManifest {
                 functions: "decode,prefill:8".parse().unwrap(),
                 model_name: Some("custom".into()),
                 format: chunkset::OutputFormat::Both,
+                forms: "softmax=native,gqa=repeat".parse().unwrap(),
+                taps: "eagle3".parse().unwrap(),
             },
             sliding_producer: Some(3),
             full_producer: None,
@@ -194,6 +196,10 @@ fn manifest() -> ChunkSetManifest {
             prefill_chunks: Some(vec![ChunkRange {
                 name: "prefill_chunk1".into(),
                 layers: [0, 3],
+            }]),
+            shared_weights: Some(vec![chunkset::SharedWeights {
+                decode: "chunk1".into(),
+                prefill: "prefill_chunk1".into(),
             }]),
             model_files: vec![FileEntry {
                 path: "config.json".into(),
@@ -244,6 +250,30 @@ fn manifest_round_trips_with_sorted_build_facts() {
         text.contains("\"functions\": \"decode,prefill:8\""),
         "{text}"
     );
+    assert!(text.contains("\"shared_weights\""), "{text}");
+    assert!(
+        text.contains("\"forms\": \"softmax=native,gqa=repeat,layout=reshape\""),
+        "{text}"
+    );
+    assert!(text.contains("\"taps\": \"eagle3\""), "{text}");
+}
+
+#[test]
+fn manifests_without_the_later_optional_facts_still_read() {
+    // a set written before `shared_weights`, `forms` and `taps` existed (or without prefill, with
+    // the default forms and no taps) reads as `None` / the defaults
+    let mut m = manifest();
+    m.build.shared_weights = None;
+    m.build.spec.forms = chunkset::GraphForms::default();
+    m.build.spec.taps = chunkset::Taps::none();
+    let text = m.to_json().unwrap();
+    for key in ["shared_weights", "forms", "taps"] {
+        assert!(!text.contains(key), "{key}: {text}");
+    }
+    let back: ChunkSetManifest =
+        chunkset::error::parse_json(Path::new("manifest.json"), &text).unwrap();
+    assert_eq!(back.build.shared_weights, None);
+    assert_eq!(back, m);
 }
 
 #[test]

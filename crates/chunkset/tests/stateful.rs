@@ -79,6 +79,9 @@ fn contract(ring: bool) -> IoContract {
         full: kind(512, CachePolicy::Positional { len: 2048 }),
         sliding_producer: Some(13),
         full_producer: Some(14),
+        vocab: 262144,
+        num_layers: 35,
+        taps: chunkset::Taps::none(),
     }
 }
 

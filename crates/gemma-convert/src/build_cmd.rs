@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chunkset::{
-    BuildSpec, Compression, Functions, LutConfig, NBits, OutputFormat, Precision, Variant,
+    BuildSpec, Compression, FormsError, Functions, GraphForms, LutConfig, NBits, OutputFormat,
+    Precision, Taps, Variant,
 };
 use clap::{Args, ValueEnum};
 use gemma4_export::build::{BuildOptions, Progress, build};
@@ -89,6 +90,23 @@ pub struct BuildArgs {
     /// `const_deduplication`).
     #[arg(long)]
     pub dump_after: Option<String>,
+    /// Attention softmax: `decomposed` (default; the reference pipeline's max/sub/exp/sum/div, whose
+    /// notes say the native op was rejected on the ANE by earlier iOS releases) or `native`.
+    #[arg(long)]
+    pub softmax: Option<String>,
+    /// Grouped-query attention: `reshape` (default; query heads folded onto the K/V heads) or
+    /// `repeat` (K/V repeated per query head, the reference pipeline's form).
+    #[arg(long)]
+    pub gqa: Option<String>,
+    /// Single-position layout changes: `reshape` (default) or `transpose` (the reference pipeline's
+    /// permute/unsqueeze/squeeze).
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Optional outputs the Swift runtime reads: `eagle3` (hidden_at_L{l} from the decode function
+    /// of the chunk holding each EAGLE-3 layer), `verify-logits` (logits_fp16 from the head chunk's
+    /// verify function); comma-separated.
+    #[arg(long)]
+    pub taps: Option<String>,
 }
 
 /// Progress on stderr: one spinner per phase, a line with its time when it ends.
@@ -193,6 +211,40 @@ impl BuildArgs {
             flag: "--format",
             reason: e,
         })?;
+        let mut forms = GraphForms::default();
+        if let Some(v) = &self.softmax {
+            forms.softmax = v.parse().map_err(|e: FormsError| UsageError {
+                flag: "--softmax",
+                reason: e.to_string(),
+            })?;
+        }
+        if let Some(v) = &self.gqa {
+            forms.gqa = v.parse().map_err(|e: FormsError| UsageError {
+                flag: "--gqa",
+                reason: e.to_string(),
+            })?;
+        }
+        if let Some(v) = &self.layout {
+            forms.layout = v.parse().map_err(|e: FormsError| UsageError {
+                flag: "--layout",
+                reason: e.to_string(),
+            })?;
+        }
+        let taps: Taps = match &self.taps {
+            None => Taps::none(),
+            Some(t) => t.parse().map_err(|e: FormsError| UsageError {
+                flag: "--taps",
+                reason: e.to_string(),
+            })?,
+        };
+        if taps.verify_logits && functions.verify.is_none() {
+            return Err(UsageError {
+                flag: "--taps",
+                reason: "verify-logits needs the verify function (--functions decode,verify:K)"
+                    .into(),
+            }
+            .into());
+        }
         Ok(BuildSpec {
             model,
             variant,
@@ -205,6 +257,8 @@ impl BuildArgs {
             functions,
             model_name: self.model_name.clone(),
             format,
+            forms,
+            taps,
         })
     }
 
@@ -274,6 +328,19 @@ pub fn canonical_command(spec: &BuildSpec) -> Vec<String> {
     }
     if !spec.format.is_default() {
         c.extend(["--format".into(), spec.format.name().into()]);
+    }
+    let (f, d) = (spec.forms, GraphForms::default());
+    for (flag, value, default) in [
+        ("--softmax", f.softmax.name(), d.softmax.name()),
+        ("--gqa", f.gqa.name(), d.gqa.name()),
+        ("--layout", f.layout.name(), d.layout.name()),
+    ] {
+        if value != default {
+            c.extend([flag.into(), value.into()]);
+        }
+    }
+    if !spec.taps.is_none() {
+        c.extend(["--taps".into(), spec.taps.to_string()]);
     }
     c
 }

@@ -240,9 +240,10 @@ fn prefill_parity_checks_the_batched_prompt_and_the_written_back_caches() {
     assert!(r["prefill"]["tokens_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(r["tokens"], 4);
 
-    // A perturbed prefill chunk: decode-only parity cannot see it, prefill parity fails.
-    // (blob 0 is the 0/−∞ sliding band, which scaling leaves unchanged; blob 1 is a norm weight)
-    perturb_blob(&whole, "prefill_chunk2", 1);
+    // A perturbed prefill chunk: decode-only parity cannot see it, prefill parity fails. (Its
+    // weight file is a copy of chunk2's, byte for byte; blob 0, the first norm's `layer_norm`
+    // gamma, is changed in the prefill package only.)
+    perturb_blob(&whole, "prefill_chunk2", 0);
     let o = parity_json(&m, &whole, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let o = parity_json(&m, &whole, &["--prefill"]);

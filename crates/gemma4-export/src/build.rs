@@ -11,7 +11,9 @@
 //! * **optimize**: the `mil` default pass pipeline (dead-code elimination, const deduplication), then
 //!   the declared inputs are kept alive.
 //! * **serialize**: write `<chunk>.mlpackage` (protobuf, `weight.bin`, `Manifest.json`); the chunk's
-//!   program is dropped right after, so peak memory is one chunk.
+//!   program is dropped once encoded, so peak memory is one chunk. A prefill package holding exactly
+//!   a decode chunk's layers is written with it around one `weight.bin` (byte-identical in both, what
+//!   the app hard-links; recorded in the manifest's `shared_weights`).
 //! * **compile** (`--format mlmodelc|both`): compile the written package into `<chunk>.mlmodelc`
 //!   (`mlpackage::compiled`); with `mlmodelc` the package is removed again.
 //! * **verify**: read every package (and bundle) back from disk and validate its program.
@@ -36,8 +38,8 @@ use crate::plan::{ChunkPlan, ChunkSpec, FunctionKind, PlanOptions, Variant};
 use crate::weights::{WeightSource, Weights};
 use chunkset::error::read_json;
 use chunkset::{
-    BuildFacts, BuildSpec, Compression, ContractError, DEFAULT_GROUP_SIZE, LutConfig, NBits,
-    OutputFormat, PackageFormat, Precision, hash_tree, list_files, write_zip,
+    BuildFacts, BuildSpec, Compression, ContractError, DEFAULT_GROUP_SIZE, GraphForms, LutConfig,
+    NBits, OutputFormat, PackageFormat, Precision, Taps, hash_tree, list_files, write_zip,
 };
 use mil::Program;
 use palettize::TensorRecord;
@@ -94,6 +96,8 @@ impl BuildOptions {
                 functions: Functions::decode_only(),
                 model_name: None,
                 format: OutputFormat::Mlpackage,
+                forms: GraphForms::default(),
+                taps: Taps::none(),
             },
             model_dir,
             command: Vec::new(),
@@ -140,6 +144,18 @@ impl BuildOptions {
     /// Packages, compiled bundles or both.
     pub fn format(mut self, format: OutputFormat) -> Self {
         self.spec.format = format;
+        self
+    }
+
+    /// Op forms of the graphs (the reference pipeline's or leaner, [`chunkset::forms`]).
+    pub fn forms(mut self, forms: GraphForms) -> Self {
+        self.spec.forms = forms;
+        self
+    }
+
+    /// Optional outputs (EAGLE-3 hidden states, verify logits).
+    pub fn taps(mut self, taps: Taps) -> Self {
+        self.spec.taps = taps;
         self
     }
 
@@ -443,14 +459,17 @@ fn plan_of(ckpt: &gemma4::Checkpoint, opts: &BuildOptions) -> Result<ChunkPlan> 
         )));
     }
     let layout = ModelLayout::from_config(ckpt.config());
-    Ok(ChunkPlan::new(
+    let mut plan = ChunkPlan::new(
         &layout,
         &PlanOptions {
             variant: opts.spec.variant.clone(),
             ctx: opts.spec.ctx,
             fp32: opts.fp32(),
         },
-    )?)
+    )?;
+    plan.forms = opts.spec.forms;
+    plan.taps = opts.spec.taps;
+    Ok(plan)
 }
 
 /// Check the functions fit the plan; returns the prefill packages (none without prefill).
@@ -470,6 +489,18 @@ fn check_functions(plan: &ChunkPlan, functions: &Functions) -> Result<Vec<ChunkS
     }
     if let Some(k) = functions.verify {
         plan.check_verify(k)?;
+    }
+    if plan.variant.is_stateful() && !plan.taps.is_none() {
+        return Err(ExportError::BadOption(format!(
+            "--taps: the EAGLE-3 and verify taps are outputs of ChunkedEngine's chunks, not of \
+             --variant {}",
+            plan.variant.name()
+        )));
+    }
+    if plan.taps.verify_logits && functions.verify.is_none() {
+        return Err(ExportError::BadOption(
+            "--taps verify-logits needs the verify function (--functions decode,verify:K)".into(),
+        ));
     }
     Ok(match functions.prefill {
         Some(n) => plan.prefill_chunks(n)?,
@@ -497,7 +528,9 @@ fn selected_chunks<'p>(plan: &'p ChunkPlan, only: Option<&str>) -> Result<Vec<&'
 }
 
 /// Emit, optimise, write and read back one decode chunk's package (its functions share `w`'s
-/// prepared weights), then the prefill packages nested in it.
+/// prepared weights), then the prefill packages nested in it. A prefill chunk holding exactly the
+/// decode chunk's layers (its weight twin, [`ChunkPlan::weight_twin`]) is written in one
+/// [`mlpackage::PackageGroup`] with it: both packages get the same, byte-identical `weight.bin`.
 fn emit_chunk(
     t: &mut Timer<'_>,
     pc: &PackageCtx<'_>,
@@ -522,14 +555,9 @@ fn emit_chunk(
     })?;
     // the first chunk function is the package's default (`decode_q1`, or `infer` when stateful)
     let default_fn = functions.chunk_functions(&plan.variant)[0].name();
-    let mut packages = vec![finish_package(
-        t,
-        pc,
-        chunk,
-        program,
-        Some(&default_fn),
-        "chunk",
-    )?];
+    let mut group = Group::new(pc, chunk)?;
+    group.add(t, pc, chunk, program, Some(&default_fn), "chunk")?;
+    let mut alone = Vec::new();
     if let Some(n) = functions.prefill {
         let nested = prefill_chunks
             .iter()
@@ -543,8 +571,18 @@ fn emit_chunk(
                 ))
             })?;
             let what = format!("prefill (N = {n}) chunk");
-            packages.push(finish_package(t, pc, pchunk, program, None, &what)?);
+            if plan.weight_twin(pchunk).map(|c| &c.name) == Some(&chunk.name) {
+                group.add(t, pc, pchunk, program, None, &what)?;
+            } else {
+                let mut single = Group::new(pc, pchunk)?;
+                single.add(t, pc, pchunk, program, None, &what)?;
+                alone.push(single);
+            }
         }
+    }
+    let mut packages = group.finish(t, pc)?;
+    for g in alone {
+        packages.extend(g.finish(t, pc)?);
     }
     Ok(packages)
 }
@@ -599,105 +637,140 @@ struct PackageCtx<'a> {
     dir: &'a Path,
 }
 
-/// optimize → serialize → read back one emitted package (`default_fn`: the default function of a
-/// multi-function package, `None` for a single `main` function); returns its summary. Errors name
-/// the chunk.
-fn finish_package(
-    t: &mut Timer<'_>,
-    pc: &PackageCtx<'_>,
-    chunk: &ChunkSpec,
-    program: Program,
-    default_fn: Option<&str>,
-    what: &str,
-) -> Result<PackageSummary> {
-    finish(t, pc, chunk, program, default_fn, what).map_err(|e| e.in_chunk(&chunk.name, None))
+/// Packages written around one weight file ([`mlpackage::PackageGroup`]): a decode chunk and its
+/// prefill weight twin, or one package alone. Members are optimised and encoded as they are added
+/// (their programs dropped right after), written and read back by [`Group::finish`].
+struct Group<'c> {
+    /// The chunk errors of the group's weight file are reported against (its first member).
+    first: String,
+    packages: mlpackage::PackageGroup,
+    /// Each member's chunk, destination, op count and functions, in the order added.
+    members: Vec<(&'c ChunkSpec, PathBuf, usize, Vec<String>)>,
 }
 
-fn finish(
-    t: &mut Timer<'_>,
-    pc: &PackageCtx<'_>,
-    chunk: &ChunkSpec,
-    mut program: Program,
-    default_fn: Option<&str>,
-    what: &str,
-) -> Result<PackageSummary> {
-    let (opts, plan, progress) = (pc.opts, pc.plan, pc.progress);
-    if opts.dump_after.as_deref() == Some("emit") {
-        progress.dump(&format!(
-            "// chunk {}\n{}",
-            chunk.name,
-            mil::printer::print_program(&program)
-        ));
+impl<'c> Group<'c> {
+    fn new(pc: &PackageCtx<'_>, first: &ChunkSpec) -> Result<Group<'c>> {
+        let packages = mlpackage::PackageGroup::new(pc.dir, &mlpackage::WriteOptions::default())
+            .map_err(|e| ExportError::from(e).in_chunk(&first.name, None))?;
+        Ok(Group {
+            first: first.name.clone(),
+            packages,
+            members: Vec::new(),
+        })
     }
-    t.run_labelled("optimize", &format!("optimize {}", chunk.name), 1, || {
-        for text in optimize(&mut program, opts.dump_after.as_deref())? {
-            progress.dump(&format!("// chunk {}\n{text}", chunk.name));
+
+    /// optimize → encode one emitted package (`default_fn`: the default function of a
+    /// multi-function package, `None` for a single `main` function). Errors name the chunk.
+    fn add(
+        &mut self,
+        t: &mut Timer<'_>,
+        pc: &PackageCtx<'_>,
+        chunk: &'c ChunkSpec,
+        mut program: Program,
+        default_fn: Option<&str>,
+        what: &str,
+    ) -> Result<()> {
+        let (opts, plan, progress) = (pc.opts, pc.plan, pc.progress);
+        let r = (|| {
+            if opts.dump_after.as_deref() == Some("emit") {
+                progress.dump(&format!(
+                    "// chunk {}\n{}",
+                    chunk.name,
+                    mil::printer::print_program(&program)
+                ));
+            }
+            t.run_labelled("optimize", &format!("optimize {}", chunk.name), 1, || {
+                for text in optimize(&mut program, opts.dump_after.as_deref())? {
+                    progress.dump(&format!("// chunk {}\n{text}", chunk.name));
+                }
+                Ok(())
+            })?;
+            let dest = pc.dir.join(PackageFormat::Mlpackage.file_name(&chunk.name));
+            let ops = program
+                .functions
+                .values()
+                .map(|f| f.block.operations.len())
+                .sum();
+            let functions: Vec<String> = program.functions.keys().cloned().collect();
+            t.run_labelled("serialize", &format!("serialize {}", chunk.name), 1, || {
+                let meta = package_metadata(opts, plan, chunk, what);
+                // fp32 builds of the stateful variants hold fp32 states: verification sets (Core
+                // ML's states are fp16 only; docs/STATEFUL.md)
+                let states = if plan.fp32 {
+                    mlpackage::StateDtypes::AllowFp32
+                } else {
+                    mlpackage::StateDtypes::Fp16Only
+                };
+                let desc = mlpackage::Description::derive_with(&program, default_fn, meta, states)?;
+                self.packages
+                    .add(&mlpackage::Package::new(program, desc), &dest)?;
+                Ok(())
+            })?;
+            self.members.push((chunk, dest, ops, functions));
+            Ok(())
+        })();
+        r.map_err(|e: ExportError| e.in_chunk(&chunk.name, None))
+    }
+
+    /// Write every member, compile it into `<chunk>.mlmodelc` with `--format mlmodelc|both` (the
+    /// bundle's `weights/weight.bin` is the package's, byte for byte, so twins stay identical; with
+    /// `mlmodelc` the package is removed again), read each back and validate it; returns their
+    /// summaries.
+    fn finish(self, t: &mut Timer<'_>, pc: &PackageCtx<'_>) -> Result<Vec<PackageSummary>> {
+        let Group {
+            first,
+            packages,
+            members,
+        } = self;
+        let reports = t
+            .run_labelled("serialize", &format!("serialize {first}"), 1, || {
+                Ok(packages.finish()?)
+            })
+            .map_err(|e| e.in_chunk(&first, None))?;
+        let mut out = Vec::with_capacity(members.len());
+        let formats = pc.opts.spec.format.formats();
+        for ((chunk, dest, ops, functions), report) in members.into_iter().zip(reports) {
+            let mut written = Vec::new();
+            if formats.contains(&PackageFormat::Mlmodelc) {
+                let bundle = pc.dir.join(PackageFormat::Mlmodelc.file_name(&chunk.name));
+                t.run_labelled("compile", &format!("compile {}", chunk.name), 1, || {
+                    Ok(mlpackage::compiled::compile_package(
+                        &dest,
+                        &bundle,
+                        &Default::default(),
+                    )?)
+                })
+                .map_err(|e| e.in_chunk(&chunk.name, None))?;
+                written.push(bundle);
+            }
+            if formats.contains(&PackageFormat::Mlpackage) {
+                written.push(dest);
+            } else {
+                std::fs::remove_dir_all(&dest).map_err(|source| ExportError::Io {
+                    path: dest.clone(),
+                    source,
+                })?;
+            }
+            t.run_labelled("verify", &format!("verify {}", chunk.name), 1, || {
+                for path in &written {
+                    let back = mlpackage::read_model(path)?;
+                    mil::validate::validate(&back.program)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.in_chunk(&chunk.name, None))?;
+            out.push(PackageSummary {
+                name: chunk.name.clone(),
+                layers: chunk.layer_bounds(),
+                functions,
+                model_bytes: report.model_bytes,
+                weight_bytes: report.weight_bytes,
+                blobs: report.blob_count,
+                ops,
+            });
         }
-        Ok(())
-    })?;
-    let dest = pc.dir.join(PackageFormat::Mlpackage.file_name(&chunk.name));
-    let ops = program
-        .functions
-        .values()
-        .map(|f| f.block.operations.len())
-        .sum();
-    let functions: Vec<String> = program.functions.keys().cloned().collect();
-    let report = t.run_labelled("serialize", &format!("serialize {}", chunk.name), 1, || {
-        let meta = package_metadata(opts, plan, chunk, what);
-        // fp32 builds of the stateful variants hold fp32 states: verification sets (Core ML's states
-        // are fp16 only; docs/STATEFUL.md)
-        let states = if plan.fp32 {
-            mlpackage::StateDtypes::AllowFp32
-        } else {
-            mlpackage::StateDtypes::Fp16Only
-        };
-        let desc = mlpackage::Description::derive_with(&program, default_fn, meta, states)?;
-        let pkg = mlpackage::Package::new(program, desc);
-        Ok(mlpackage::write_package(
-            &pkg,
-            &dest,
-            &mlpackage::WriteOptions::default(),
-        )?)
-    })?;
-    // --format mlmodelc|both: compile the written package into `<chunk>.mlmodelc` (and remove the
-    // package again for `mlmodelc`)
-    let formats = opts.spec.format.formats();
-    let mut written = Vec::new();
-    if formats.contains(&PackageFormat::Mlmodelc) {
-        let bundle = pc.dir.join(PackageFormat::Mlmodelc.file_name(&chunk.name));
-        t.run_labelled("compile", &format!("compile {}", chunk.name), 1, || {
-            Ok(mlpackage::compiled::compile_package(
-                &dest,
-                &bundle,
-                &Default::default(),
-            )?)
-        })?;
-        written.push(bundle);
+        Ok(out)
     }
-    if formats.contains(&PackageFormat::Mlpackage) {
-        written.push(dest);
-    } else {
-        std::fs::remove_dir_all(&dest).map_err(|source| ExportError::Io {
-            path: dest.clone(),
-            source,
-        })?;
-    }
-    t.run_labelled("verify", &format!("verify {}", chunk.name), 1, || {
-        for path in &written {
-            let back = mlpackage::read_model(path)?;
-            mil::validate::validate(&back.program)?;
-        }
-        Ok(())
-    })?;
-    Ok(PackageSummary {
-        name: chunk.name.clone(),
-        layers: chunk.layer_bounds(),
-        functions,
-        model_bytes: report.model_bytes,
-        weight_bytes: report.weight_bytes,
-        blobs: report.blob_count,
-        ops,
-    })
 }
 
 /// The `optimize` phase of one emitted program: the `mil` default pipeline (dead-code elimination,

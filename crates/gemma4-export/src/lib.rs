@@ -20,7 +20,7 @@ pub mod layout;
 pub mod plan;
 pub mod weights;
 
-pub use chunkset::{Compression, LutConfig, NBits, Precision};
+pub use chunkset::{Compression, GraphForms, LutConfig, NBits, Precision, Taps};
 pub use emit::stateful::{PrefillRows, emit_stateful_with};
 pub use emit::{DECODE_FN, LOGITS, PREFILL_FN, VERIFY_FN, emit_function};
 pub use error::{ExportError, Result};

@@ -25,8 +25,8 @@ use crate::layout::{LayerKind, ModelLayout};
 use std::ops::Range;
 
 pub use chunkset::{
-    CachePolicy, ChunkSpec, FunctionKind, IoContract, IoDType, IoTensor, KindIo, KvSlot, PrefillKv,
-    Variant,
+    CachePolicy, ChunkSpec, FunctionKind, GqaForm, GraphForms, IoContract, IoDType, IoTensor,
+    KindIo, KvSlot, LayoutForm, PrefillKv, SoftmaxForm, Taps, Variant,
 };
 
 /// Errors planning a chunk set.
@@ -74,6 +74,10 @@ pub struct ChunkPlan {
     pub sliding_producer: Option<usize>,
     pub full_producer: Option<usize>,
     pub chunks: Vec<ChunkSpec>,
+    /// Op forms of the emitted graphs (default from [`ChunkPlan::new`]; see [`chunkset::forms`]).
+    pub forms: GraphForms,
+    /// Optional outputs (none from [`ChunkPlan::new`]).
+    pub taps: Taps,
 }
 
 fn check_layout(l: &ModelLayout, variant: &str) -> Result<(), PlanError> {
@@ -279,6 +283,8 @@ impl ChunkPlan {
             sliding_producer: layout.producer(LayerKind::Sliding),
             full_producer: layout.producer(LayerKind::Full),
             chunks: chunk_specs(layout, &cuts),
+            forms: GraphForms::default(),
+            taps: Taps::none(),
         })
     }
 
@@ -330,6 +336,9 @@ impl ChunkPlan {
             full: kind(LayerKind::Full),
             sliding_producer: self.sliding_producer,
             full_producer: self.full_producer,
+            vocab: lay.vocab,
+            num_layers: lay.num_layers(),
+            taps: self.taps,
         }
     }
 
@@ -414,6 +423,14 @@ impl ChunkPlan {
         self.chunks
             .iter()
             .find(|c| c.layers.start <= chunk.layers.start && chunk.layers.end <= c.layers.end)
+    }
+
+    /// The decode chunk holding exactly the layers of prefill chunk `prefill` (the same weights: their
+    /// packages share one byte-identical weight file), if any: every chunk of the 4-chunk cut
+    /// (`swa4`, `wfa`, `flash`); `chunk1` and `chunk3_3way` for `merged`; none for `merged2`,
+    /// `merged1`, `lite`.
+    pub fn weight_twin(&self, prefill: &ChunkSpec) -> Option<&ChunkSpec> {
+        self.chunks.iter().find(|c| c.layers == prefill.layers)
     }
 
     /// The I/O contract of `kind` for `chunk` ([`IoContract::io`]).

@@ -515,10 +515,14 @@ fn package_group_shares_one_byte_identical_weight_file() {
                 .take(offsets(&dests[0]).len())
                 .collect()
         );
-        check_package(d, &CheckOptions {
+        check_package(
+            d,
+            &CheckOptions {
                 materialize: true,
                 ..Default::default()
-            }).unwrap();
+            },
+        )
+        .unwrap();
     }
     // nothing else was left in the directory (the temporary weight file is gone)
     assert_eq!(

@@ -7,7 +7,7 @@ use crate::plan::{ChunkPlan, ChunkSpec};
 use chunkset::manifest::TOOL;
 use chunkset::{
     BuildFacts, BuildSpec, ChunkRange, ChunkSetManifest, FileEntry, MANIFEST_FORMAT, MANIFEST_NAME,
-    hash_tree, sha256_file,
+    SharedWeights, hash_tree, sha256_file,
 };
 use palettize::{Outcome, TensorRecord};
 use rayon::prelude::*;
@@ -61,6 +61,17 @@ pub fn build_facts(
         full_producer: plan.full_producer,
         chunks: ranges(&plan.chunks),
         prefill_chunks: spec.functions.prefill.map(|_| ranges(prefill_chunks)),
+        shared_weights: spec.functions.prefill.map(|_| {
+            prefill_chunks
+                .iter()
+                .filter_map(|p| {
+                    plan.weight_twin(p).map(|c| SharedWeights {
+                        decode: c.name.clone(),
+                        prefill: p.name.clone(),
+                    })
+                })
+                .collect()
+        }),
         model_files,
         palettized_weights: None,
     }

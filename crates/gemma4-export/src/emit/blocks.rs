@@ -12,7 +12,14 @@
 //!   queries `[1, nh, S, D]` are viewed as `[1, kv, n_rep·S, D]` (row `r·S + s` = head `g·n_rep + r`,
 //!   position `s`), so the mask `[1, 1, S, T]` must be tiled `n_rep` times along its rows when `S > 1`
 //!   ([`group_mask`]); or flash decoding over key blocks.
+//!
+//! Where the reference pipeline's graphs spell an op differently, the build's
+//! [`chunkset::GraphForms`] choose (see `chunkset::forms` for the defaults and why): the softmax
+//! native or decomposed (`max, sub, exp, sum, div`), GQA by the query reshape above or by repeating
+//! K/V `n_rep` times (then the mask broadcasts over the heads), and single-position layout changes
+//! as reshapes or as the reference's transposes (`permute` / `unsqueeze` / `squeeze`).
 
+use chunkset::{GqaForm, GraphForms, LayoutForm, SoftmaxForm};
 use mil::builder::{FunctionBuilder, GeluMode, Split};
 use mil::{MilError, TensorValue, Var};
 
@@ -57,9 +64,22 @@ pub(crate) fn gelu_tanh(b: &mut FunctionBuilder, name: &str, x: &Var) -> R<Var> 
 }
 
 /// `[1, S, C]` → `[1, C, 1, S]`.
-pub(crate) fn to_nchw(b: &mut FunctionBuilder, name: &str, x: &Var, c: usize, s: usize) -> R<Var> {
+pub(crate) fn to_nchw(
+    b: &mut FunctionBuilder,
+    name: &str,
+    x: &Var,
+    c: usize,
+    s: usize,
+    layout: LayoutForm,
+) -> R<Var> {
     if s == 1 {
-        return b.reshape(name, x, &[1, c as i32, 1, 1]);
+        return match layout {
+            LayoutForm::Reshape => b.reshape(name, x, &[1, c as i32, 1, 1]),
+            LayoutForm::Transpose => {
+                let t = b.transpose(&format!("{name}_cs"), x, &[0, 2, 1])?;
+                b.expand_dims(name, &t, &[2])
+            }
+        };
     }
     let t = b.transpose(&format!("{name}_cs"), x, &[0, 2, 1])?;
     b.reshape(name, &t, &[1, c as i32, 1, s as i32])
@@ -72,9 +92,16 @@ pub(crate) fn from_nchw(
     x: &Var,
     c: usize,
     s: usize,
+    layout: LayoutForm,
 ) -> R<Var> {
     if s == 1 {
-        return b.reshape(name, x, &[1, 1, c as i32]);
+        return match layout {
+            LayoutForm::Reshape => b.reshape(name, x, &[1, 1, c as i32]),
+            LayoutForm::Transpose => {
+                let t = b.squeeze(&format!("{name}_cs"), x, &[2])?;
+                b.transpose(name, &t, &[0, 2, 1])
+            }
+        };
     }
     let t = b.reshape(&format!("{name}_cs"), x, &[1, c as i32, s as i32])?;
     b.transpose(name, &t, &[0, 2, 1])
@@ -88,9 +115,16 @@ pub(crate) fn split_heads(
     n: usize,
     d: usize,
     s: usize,
+    layout: LayoutForm,
 ) -> R<Var> {
     if s == 1 {
-        return b.reshape(name, x, &[1, n as i32, 1, d as i32]);
+        return match layout {
+            LayoutForm::Reshape => b.reshape(name, x, &[1, n as i32, 1, d as i32]),
+            LayoutForm::Transpose => {
+                let t = b.reshape(&format!("{name}_ds"), x, &[1, n as i32, d as i32, 1])?;
+                b.transpose(name, &t, &[0, 1, 3, 2])
+            }
+        };
     }
     let t = b.reshape(&format!("{name}_ds"), x, &[1, n as i32, d as i32, s as i32])?;
     b.transpose(name, &t, &[0, 1, 3, 2])
@@ -104,9 +138,23 @@ fn merge_heads(
     n: usize,
     d: usize,
     s: usize,
+    layout: LayoutForm,
 ) -> R<Var> {
     if s == 1 {
-        return b.reshape(name, x, &[1, (n * d) as i32, 1, 1]);
+        return match layout {
+            LayoutForm::Reshape => b.reshape(name, x, &[1, (n * d) as i32, 1, 1]),
+            LayoutForm::Transpose => {
+                let h = if x.dim(1) == Some(n) {
+                    x.clone()
+                } else {
+                    b.reshape(&format!("{name}_heads"), x, &[1, n as i32, 1, d as i32])?
+                };
+                let t = b.transpose(&format!("{name}_sh"), &h, &[0, 2, 1, 3])?;
+                let t = b.reshape(&format!("{name}_flat"), &t, &[1, 1, (n * d) as i32])?;
+                let t = b.transpose(&format!("{name}_cs"), &t, &[0, 2, 1])?;
+                b.expand_dims(name, &t, &[2])
+            }
+        };
     }
     let t = b.reshape(
         &format!("{name}_heads"),
@@ -126,9 +174,68 @@ pub(crate) fn group_mask(b: &mut FunctionBuilder, name: &str, mask: &Var, n_rep:
     b.tile(name, mask, &[1, 1, n_rep as i32, 1])
 }
 
+/// `softmax(x)` over the last axis in the chosen form: one `softmax` op, or the reference
+/// pipeline's decomposition `exp(x − max(x)) / Σ exp(x − max(x))`.
+pub(crate) fn softmax(b: &mut FunctionBuilder, name: &str, x: &Var, form: SoftmaxForm) -> R<Var> {
+    match form {
+        SoftmaxForm::Native => b.softmax(name, x, -1),
+        SoftmaxForm::Decomposed => b.with_scope(name, |b| {
+            let m = b.reduce_max("max", x, &[-1], true)?;
+            let e = b.sub("shifted", x, &m)?;
+            let e = b.exp("exp", &e)?;
+            let sum = b.reduce_sum("sum", &e, &[-1], true)?;
+            b.real_div("out", &e, &sum)
+        }),
+    }
+}
+
+/// K or V `[1, kv, T, D]` repeated `n_rep` times along the heads (`[1, kv·n_rep, T, D]`, head
+/// `g·n_rep + r` = K/V head `g`), as the reference pipeline's `repeat_interleave` does.
+fn repeat_heads(b: &mut FunctionBuilder, name: &str, x: &Var, kv: usize, n_rep: usize) -> R<Var> {
+    if n_rep <= 1 {
+        return Ok(x.clone());
+    }
+    if kv == 1 {
+        return b.tile(name, x, &[1, n_rep as i32, 1, 1]);
+    }
+    let (t, d) = (x.dim(2).unwrap_or(0), x.dim(3).unwrap_or(0));
+    let e = b.expand_dims(&format!("{name}_groups"), x, &[2])?;
+    let e = b.tile(&format!("{name}_tiled"), &e, &[1, 1, n_rep as i32, 1, 1])?;
+    b.reshape(name, &e, &[1, (kv * n_rep) as i32, t as i32, d as i32])
+}
+
+/// The queries and K/V attention multiplies in the chosen GQA form: `(q, k, v, groups)` with `q`
+/// viewed as `[1, kv, n_rep·S, D]` (reshape) or as is with K/V repeated (repeat; `groups` = heads).
+#[allow(clippy::too_many_arguments)]
+fn gqa(
+    b: &mut FunctionBuilder,
+    q: &Var,
+    k: &Var,
+    v: &Var,
+    nh: usize,
+    kv: usize,
+    d: usize,
+    s: usize,
+    form: GqaForm,
+) -> R<(Var, Var, Var)> {
+    match form {
+        GqaForm::Reshape => {
+            let rows = (nh / kv * s) as i32;
+            let qg = b.reshape("q_groups", q, &[1, kv as i32, rows, d as i32])?;
+            Ok((qg, k.clone(), v.clone()))
+        }
+        GqaForm::Repeat => {
+            let n_rep = nh / kv;
+            let kr = repeat_heads(b, "k_repeated", k, kv, n_rep)?;
+            let vr = repeat_heads(b, "v_repeated", v, kv, n_rep)?;
+            Ok((q.clone(), kr, vr))
+        }
+    }
+}
+
 /// Plain attention for `s` query positions. `q`: `[1, nh, S, D]`; `k`, `v`: `[1, kv, T, D]`;
-/// `mask`: additive, `[1, 1, S, T]` for one position, grouped by [`group_mask`] otherwise. Returns
-/// `[1, nh·D, 1, S]`.
+/// `mask`: additive, `[1, 1, S, T]` for one position or with [`GqaForm::Repeat`], grouped by
+/// [`group_mask`] otherwise. Returns `[1, nh·D, 1, S]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     b: &mut FunctionBuilder,
@@ -140,20 +247,21 @@ pub(crate) fn attention(
     kv: usize,
     d: usize,
     s: usize,
+    forms: GraphForms,
 ) -> R<Var> {
-    let rows = (nh / kv * s) as i32;
-    let qg = b.reshape("q_groups", q, &[1, kv as i32, rows, d as i32])?;
-    let sc = b.matmul("scores", &qg, k, false, true)?;
+    let (qg, k, v) = gqa(b, q, k, v, nh, kv, d, s, forms.gqa)?;
+    let sc = b.matmul("scores", &qg, &k, false, true)?;
     let sc = b.add("scores_masked", &sc, mask)?;
-    let p = b.softmax("probs", &sc, -1)?;
-    let o = b.matmul("context", &p, v, false, false)?;
-    merge_heads(b, "context_nchw", &o, nh, d, s)
+    let p = softmax(b, "probs", &sc, forms.softmax)?;
+    let o = b.matmul("context", &p, &v, false, false)?;
+    merge_heads(b, "context_nchw", &o, nh, d, s, forms.layout)
 }
 
 /// Attention where every query row has its own keys: `q` `[1, nh, S, D]`; `k`, `v` `[S, kv, T, D]`
 /// (row `s` = what query `s` attends over, e.g. the sliding ring as that position sees it); `mask`
 /// `[S, 1, 1, T]`. Queries are regrouped per row as `[S, kv, n_rep, D]`, so the scores are a batched
-/// matmul over rows and KV heads. Returns `[1, nh·D, 1, S]`, like [`attention`].
+/// matmul over rows and KV heads (its own grouping, whatever [`GraphForms::gqa`] says; the softmax
+/// and layout forms apply). Returns `[1, nh·D, 1, S]`, like [`attention`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_rows(
     b: &mut FunctionBuilder,
@@ -165,22 +273,24 @@ pub(crate) fn attention_rows(
     kv: usize,
     d: usize,
     s: usize,
+    forms: GraphForms,
 ) -> R<Var> {
     let (s_, kv_, rep, d_) = (s as i32, kv as i32, (nh / kv) as i32, d as i32);
     let qt = b.transpose("q_rows", q, &[2, 1, 0, 3])?;
     let qg = b.reshape("q_row_groups", &qt, &[s_, kv_, rep, d_])?;
     let sc = b.matmul("scores", &qg, k, false, true)?;
     let sc = b.add("scores_masked", &sc, mask)?;
-    let p = b.softmax("probs", &sc, -1)?;
+    let p = softmax(b, "probs", &sc, forms.softmax)?;
     let o = b.matmul("context", &p, v, false, false)?;
     let o = b.reshape("context_rows", &o, &[s_, nh as i32, 1, d_])?;
     let o = b.transpose("context_heads", &o, &[2, 1, 0, 3])?;
-    merge_heads(b, "context_nchw", &o, nh, d, s)
+    merge_heads(b, "context_nchw", &o, nh, d, s, forms.layout)
 }
 
 /// Flash-decoding attention: keys in blocks of `block`, each block's max (floored at −65504 so a
 /// fully masked block contributes exactly 0), exp-sums and partial outputs combined with the global
-/// max. Same inputs and output as [`attention`]; `T` must be a multiple of `block`.
+/// max (an online softmax: decomposed whatever [`GraphForms::softmax`] says). Same inputs and
+/// output as [`attention`]; `T` must be a multiple of `block`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn flash_attention(
     b: &mut FunctionBuilder,
@@ -194,9 +304,10 @@ pub(crate) fn flash_attention(
     s: usize,
     t: usize,
     block: usize,
+    forms: GraphForms,
 ) -> R<Var> {
-    let rows = (nh / kv * s) as i32;
-    let qg = b.reshape("q_groups", q, &[1, kv as i32, rows, d as i32])?;
+    let (qg, k, v) = gqa(b, q, k, v, nh, kv, d, s, forms.gqa)?;
+    let (k, v) = (&k, &v);
     let mut parts = Vec::new();
     for j in 0..t / block {
         let (lo, hi) = ((j * block) as i32, ((j + 1) * block) as i32);
@@ -249,5 +360,5 @@ pub(crate) fn flash_attention(
         });
     };
     let o = b.real_div("context", &num, &den)?;
-    merge_heads(b, "context_nchw", &o, nh, d, s)
+    merge_heads(b, "context_nchw", &o, nh, d, s, forms.layout)
 }

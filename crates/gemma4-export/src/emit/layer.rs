@@ -26,7 +26,7 @@ use super::blocks::{
 };
 use crate::error::{ExportError, Result};
 use crate::layout::LayerKind;
-use crate::plan::{AttentionForm, CachePolicy, FunctionKind};
+use crate::plan::{AttentionForm, CachePolicy, FunctionKind, LayoutForm};
 use crate::weights::Weights;
 use chunkset::names::{self, Dir, KvPart};
 use mil::builder::FunctionBuilder;
@@ -60,13 +60,15 @@ fn layer_body(
     let key = |s: &str| format!("layers.{i}.{s}");
     let kind = info.kind;
     let sq = ctx.positions();
+    let forms = ctx.plan.forms;
+    let lo = forms.layout;
     let (cos, sin) = kind.rope_inputs();
     let (cos, sin, mask) = (ctx.input(cos)?, ctx.input(sin)?, ctx.mask(kind)?);
 
     // ---- attention
     let g_in = w.vector(&key("input_layernorm.weight"), h)?;
     let hn = rms_norm(b, "input_norm", x, Some(g_in), eps, h)?;
-    let h4 = to_nchw(b, "input_nchw", &hn, h, sq)?;
+    let h4 = to_nchw(b, "input_nchw", &hn, h, sq, lo)?;
 
     let wq = w.conv_weight(
         b,
@@ -77,7 +79,7 @@ fn layer_body(
     )?;
     let g_q = w.vector(&key("self_attn.q_norm.weight"), d)?;
     let q = b.conv_1x1("q_proj", &h4, &wq, None)?;
-    let q = split_heads(b, "q_heads", &q, nh, d, sq)?;
+    let q = split_heads(b, "q_heads", &q, nh, d, sq, lo)?;
     let q = rms_norm(b, "q_norm", &q, Some(g_q), eps, d)?;
     let q = rope(b, "q_rope", &q, &cos, &sin)?;
 
@@ -112,14 +114,14 @@ fn layer_body(
     };
     let t_len = ctx.plan.cache(kind).len();
     let ctx4 = b.with_scope("attn", |b| match form {
-        AttentionForm::Plain => attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq),
-        AttentionForm::Flash { block } => {
-            flash_attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, t_len, block)
-        }
-        AttentionForm::Rows => attention_rows(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq),
+        AttentionForm::Plain => attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, forms),
+        AttentionForm::Flash { block } => flash_attention(
+            b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, t_len, block, forms,
+        ),
+        AttentionForm::Rows => attention_rows(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, forms),
     })?;
     let a = b.conv_1x1("o_proj", &ctx4, &wo, None)?;
-    let a = from_nchw(b, "attn_out", &a, h, sq)?;
+    let a = from_nchw(b, "attn_out", &a, h, sq, lo)?;
     let a = rms_norm(b, "post_attn_norm", &a, Some(g_post), eps, h)?;
     let x = b.add("attn_residual", x, &a)?;
 
@@ -143,13 +145,13 @@ fn layer_body(
     )?;
     let g_post_ff = w.vector(&key("post_feedforward_layernorm.weight"), h)?;
     let m = rms_norm(b, "pre_ff_norm", &x, Some(g_pre), eps, h)?;
-    let m4 = to_nchw(b, "mlp_nchw", &m, h, sq)?;
+    let m4 = to_nchw(b, "mlp_nchw", &m, h, sq, lo)?;
     let g = b.conv_1x1("gate_proj", &m4, &wg, None)?;
     let u = b.conv_1x1("up_proj", &m4, &wu, None)?;
     let g = gelu_tanh(b, "gate_act", &g)?;
     let gu = b.mul("gate_up", &g, &u)?;
     let dn = b.conv_1x1("down_proj", &gu, &wd, None)?;
-    let dn = from_nchw(b, "mlp_out", &dn, h, sq)?;
+    let dn = from_nchw(b, "mlp_out", &dn, h, sq, lo)?;
     let dn = rms_norm(b, "post_ff_norm", &dn, Some(g_post_ff), eps, h)?;
     let x = b.add("mlp_residual", &x, &dn)?;
 
@@ -171,7 +173,7 @@ fn layer_body(
             p,
         )?;
         let g_ple = w.vector(&key("post_per_layer_input_norm.weight"), h)?;
-        let x4 = to_nchw(b, "ple_nchw", &x, h, sq)?;
+        let x4 = to_nchw(b, "ple_nchw", &x, h, sq, lo)?;
         let g = b.conv_1x1("ple_gate", &x4, &wgate, None)?;
         let g = gelu_tanh(b, "ple_gate_act", &g)?;
         let slice = b.slice_axis(
@@ -181,10 +183,10 @@ fn layer_body(
             (i * p) as i32,
             Some(((i + 1) * p) as i32),
         )?;
-        let slice = to_nchw(b, "ple_slice_nchw", &slice, p, sq)?;
+        let slice = to_nchw(b, "ple_slice_nchw", &slice, p, sq, lo)?;
         let g = b.mul("ple_gated", &g, &slice)?;
         let pr = b.conv_1x1("ple_proj", &g, &wproj, None)?;
-        let pr = from_nchw(b, "ple_out", &pr, h, sq)?;
+        let pr = from_nchw(b, "ple_out", &pr, h, sq, lo)?;
         let pr = rms_norm(b, "post_ple_norm", &pr, Some(g_ple), eps, h)?;
         b.add("ple_residual", &x, &pr)?
     } else {
@@ -227,25 +229,26 @@ fn own_kv(
         h,
     )?;
     let g_k = w.vector(&key("self_attn.k_norm.weight"), d)?;
+    let lo = ctx.plan.forms.layout;
     let (ka, va) = match ctx.kind {
         FunctionKind::Decode => {
-            let pad = slot_padding(ctx, i)?;
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)?;
+            let pad = slot_padding(ctx, i);
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps, lo)?;
             update_cache(b, ctx, i, &k, &v, pad)?
         }
         FunctionKind::Verify { .. } => {
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)?;
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps, lo)?;
             let kv = update_cache(b, ctx, i, &k, &v, None)?;
             ctx.rows.insert(i, (k, v));
             kv
         }
         FunctionKind::Prefill { .. } => {
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)?;
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps, lo)?;
             ctx.rows.insert(i, (k.clone(), v.clone()));
             (k, v)
         }
         FunctionKind::Stateful { .. } => {
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps)?;
+            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps, lo)?;
             super::stateful::write_kv(b, ctx, i, &k, &v)?
         }
     };
@@ -269,37 +272,26 @@ fn project_kv(
     d: usize,
     s: usize,
     eps: f64,
+    lo: LayoutForm,
 ) -> R<(Var, Var)> {
     let k = b.conv_1x1("k_proj", h4, wk, None)?;
-    let k = split_heads(b, "k_heads", &k, kvh, d, s)?;
+    let k = split_heads(b, "k_heads", &k, kvh, d, s, lo)?;
     let k = rms_norm(b, "k_norm", &k, Some(g_k), eps, d)?;
     let k = rope(b, "k_rope", &k, cos, sin)?;
     let v = b.conv_1x1("v_proj", h4, wv, None)?;
-    let v = split_heads(b, "v_heads", &v, kvh, d, s)?;
+    let v = split_heads(b, "v_heads", &v, kvh, d, s, lo)?;
     let v = rms_norm(b, "v_norm", &v, None, eps, d)?;
     Ok((k, v))
 }
 
-/// Decode: the zeros that pad layer `i`'s new row `[1, kv, 1, D]` to the slot width, if it is
-/// narrower.
-fn slot_padding(ctx: &Ctx<'_>, i: usize) -> Result<Option<TensorValue>> {
+/// Decode: how many zero columns pad layer `i`'s new row `[1, kv, 1, D]` to the slot width, if it is
+/// narrower (a `pad` op, as the reference pipeline's `F.pad`: no constant, so the chunk's weight
+/// file holds the same blobs as its prefill twin's).
+fn slot_padding(ctx: &Ctx<'_>, i: usize) -> Option<usize> {
     let lay = &ctx.plan.layout;
-    let (d, kvh) = (lay.layers[i].head_dim, lay.layers[i].kv_heads);
+    let d = lay.layers[i].head_dim;
     let maxhd = lay.max_head_dim();
-    if d >= maxhd {
-        return Ok(None);
-    }
-    let n = kvh * (maxhd - d);
-    let shape = [1, kvh, 1, maxhd - d];
-    let t = if ctx.plan.fp32 {
-        TensorValue::from_f32(&shape, &vec![0.0; n])
-    } else {
-        TensorValue::from_f16(&shape, &vec![half::f16::ZERO; n])
-    };
-    t.map(Some).map_err(|source| ExportError::Value {
-        tensor: "kv_pad".into(),
-        source,
-    })
+    (d < maxhd).then_some(maxhd - d)
 }
 
 /// How new rows enter a positional cache.
@@ -314,7 +306,7 @@ enum Write {
 /// return what attention reads (`[1, kv, T, D]`): shift register — drop the oldest `S` rows and
 /// append; positional — [`Write::Blend`] (decode) or [`Write::Scatter`] (verify).
 ///
-/// Decode (`pad` given when the layer's head dim is narrower than the slot) works at the slot width:
+/// Decode (`pad` columns given when the layer's head dim is narrower than the slot) works at the slot width:
 /// the rows are padded first, the updated slot is recorded for the `*_out` caches, and attention
 /// reads its true-width columns. Verify works at the true width: the slot is narrowed first, and the
 /// updated cache is only attended over.
@@ -324,7 +316,7 @@ fn update_cache(
     i: usize,
     k: &Var,
     v: &Var,
-    pad: Option<TensorValue>,
+    pad: Option<usize>,
 ) -> Result<(Var, Var)> {
     let decode = ctx.kind == FunctionKind::Decode;
     let kind = ctx.plan.layout.layers[i].kind;
@@ -361,13 +353,8 @@ fn update_cache(
     let mut upd = |scope: &str, new: &Var, part: KvPart| -> Result<(Var, Var)> {
         let cache_in = ctx.input(&kind.cache(part, Dir::In))?;
         Ok(b.with_scope(scope, |b| -> R<(Var, Var)> {
-            let new = match &pad {
-                Some(z) => b.concat(
-                    "padded",
-                    [mil::builder::Operand::from(new), z.clone().into()],
-                    -1,
-                    false,
-                )?,
+            let new = match pad {
+                Some(z) => b.pad_constant("padded", new, &[0, z as i32], 0.0)?,
                 None => new.clone(),
             };
             let old = b.slice_axis("old", &cache_in, 0, slot, Some(slot + 1))?;

@@ -20,10 +20,13 @@
 //!   `update_indicator[0, 0, c, j] = 1` iff `c = p + j`. Note the 11c shift drops the K oldest rows
 //!   before any query runs: once `p > W − K`, the first queries of the block lose the oldest
 //!   `K − 1 − q` positions of their window (serial decode would still see them).
-//! * prefill (positions `0..N−1`): `causal_mask` `[1, 1, N, N]` serves the full layers as given; the
-//!   sliding layers use `causal_mask + band`, `band` a constant that hides keys `j ≤ i − W` (so
-//!   prompts longer than the window get HF's sliding-window semantics; the reference pipeline's
-//!   prefill was not window-limited). No extra input is needed because prefill starts at position 0.
+//! * prefill (positions `0..N−1`): `causal_mask` `[1, 1, N, N]` (strictly causal: 0 for keys
+//!   `j ≤ i`) serves the full layers as given; the sliding layers use `causal_mask + band`, where
+//!   `band` hides keys `j ≤ i − W` (so prompts longer than the window get HF's sliding-window
+//!   semantics; the reference pipeline's prefill was not window-limited). The band is derived from
+//!   the mask itself (row `i ≥ W` is `−65504·exp(causal_mask[i − W])`, rows above are 0), so no
+//!   constant is needed: a prefill chunk's weight file holds exactly the blobs of the decode chunk
+//!   with the same layers. No extra input is needed because prefill starts at position 0.
 //!
 //! Names: layer `i`'s ops live in scope `L{i}` (`L3_attn_q_proj`, ...); the softcapped pre-argmax
 //! logits are the value named [`LOGITS`] (`[1, S, V]` in verify, `[1, 1, V]` otherwise) so the
@@ -35,7 +38,7 @@ pub mod stateful;
 
 use crate::error::{ExportError, Result};
 use crate::layout::LayerKind;
-use crate::plan::{ChunkPlan, ChunkSpec, FunctionKind, IoDType};
+use crate::plan::{ChunkPlan, ChunkSpec, FunctionKind, GqaForm, IoDType};
 use crate::weights::Weights;
 use blocks::{from_nchw, group_mask, rms_norm, to_nchw};
 use chunkset::names::{self, Dir, KvPart};
@@ -46,7 +49,7 @@ use std::collections::BTreeMap;
 pub use chunkset::names::LOGITS;
 pub use chunkset::{DECODE_FN, PREFILL_FN, VERIFY_FN};
 
-/// Fill of the constant sliding band of prefill (hidden keys); finite, so blobs hold no infinities.
+/// Fill of the sliding band of prefill (hidden keys); finite, so no infinity is introduced.
 const BAND_FILL: f32 = -65504.0;
 
 fn io_dtype(d: IoDType) -> DType {
@@ -175,8 +178,16 @@ fn emit(
         ctx.ple = Some(ctx.input(names::PER_LAYER_COMBINED)?);
     }
 
+    // EAGLE-3 taps: the output of the tap layers, from the decode function
+    let taps = match kind {
+        FunctionKind::Decode => plan.io_contract().eagle3_taps(chunk),
+        _ => Vec::new(),
+    };
     for i in chunk.layers.clone() {
         x = layer::emit_layer(&mut b, &mut ctx, w, i, &x)?;
+        if taps.contains(&i) {
+            named_outputs.push((names::hidden_at(i), x.clone()));
+        }
     }
 
     let mut all: BTreeMap<String, Var> = match kind {
@@ -248,6 +259,15 @@ fn verify_outputs(
         let (logits, _) = emit_logits(b, ctx, w, &x, ctx.positions())?;
         let ids = b.reduce_argmax("argmax", &logits, -1, false, DType::I32)?;
         all.insert(names::TOKEN_IDS.into(), ids);
+        if ctx.plan.taps.verify_logits {
+            // always fp16, as the name says (the runtime reads the buffer as fp16)
+            let out = if logits.dtype() == DType::F16 {
+                b.identity(names::LOGITS_FP16, &logits)?
+            } else {
+                b.cast(names::LOGITS_FP16, &logits, DType::F16)?
+            };
+            all.insert(names::LOGITS_FP16.into(), out);
+        }
     }
     all.insert(names::HIDDEN_STATES_OUT.into(), x);
     all.extend(verify_row_outputs(b, ctx)?);
@@ -301,14 +321,12 @@ fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> Result<()> {
                 let causal = ctx.input(names::CAUSAL_MASK)?;
                 let w = lay.sliding_window;
                 if kind == LayerKind::Sliding && n > w {
-                    let band: Vec<f32> = (0..n * n)
-                        .map(|e| if e / n >= e % n + w { BAND_FILL } else { 0.0 })
-                        .collect();
-                    let band = if ctx.plan.fp32 {
-                        b.const_f32("sliding_band", &[1, 1, n, n], &band)?
-                    } else {
-                        b.const_f16("sliding_band", &[1, 1, n, n], &band)?
-                    };
+                    // band[i, j] = BAND_FILL·exp(causal[i − W, j]) for rows i ≥ W, 0 above: the
+                    // keys j ≤ i − W, derived in-graph so no constant (and no blob) is needed
+                    let rows = b.slice_axis("band_rows", &causal, 2, 0, Some((n - w) as i32))?;
+                    let seen = b.exp("band_seen", &rows)?;
+                    let low = b.mul("band_low", &seen, BAND_FILL)?;
+                    let band = b.pad_constant("sliding_band", &low, &[w as i32, 0, 0, 0], 0.0)?;
                     b.add(kind.causal_mask(), &causal, &band)?
                 } else {
                     causal
@@ -316,7 +334,7 @@ fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> Result<()> {
             }
         };
         let n_rep = lay.num_heads / lay.kv_heads(kind).unwrap_or(1).max(1);
-        let mask = if ctx.kind == FunctionKind::Decode {
+        let mask = if ctx.kind == FunctionKind::Decode || ctx.plan.forms.gqa == GqaForm::Repeat {
             base
         } else {
             group_mask(b, &format!("mask_{}_groups", kind.label()), &base, n_rep)?
@@ -481,7 +499,7 @@ fn ple_combine_body(
     let lay = &ctx.plan.layout;
     let (h, l, p) = (lay.hidden, lay.num_layers(), lay.ple_dim);
     let sq = ctx.positions();
-    let x4 = to_nchw(b, "x_nchw", x, h, sq)?;
+    let x4 = to_nchw(b, "x_nchw", x, h, sq, ctx.plan.forms.layout)?;
     let wt = w.conv_weight(
         b,
         "model_projection_weight",
@@ -496,7 +514,14 @@ fn ple_combine_body(
     let proj = if sq == 1 {
         b.reshape("projection_slices", &proj, &[1, l, p])?
     } else {
-        let rows = from_nchw(b, "projection_rows", &proj, (l * p) as usize, sq)?;
+        let rows = from_nchw(
+            b,
+            "projection_rows",
+            &proj,
+            (l * p) as usize,
+            sq,
+            ctx.plan.forms.layout,
+        )?;
         b.reshape("projection_slices", &rows, &[1, s, l, p])?
     };
     let normed = rms_norm(
@@ -543,16 +568,17 @@ fn lm_head_logits(
     let lay = &ctx.plan.layout;
     let (h, v) = (lay.hidden, lay.vocab);
     let lm = w.conv_weight(b, names::LM_HEAD_WEIGHT, lay.lm_head_key(), v, h)?;
-    let x4 = to_nchw(b, "final_nchw", normed, h, sq)?;
+    let lo = ctx.plan.forms.layout;
+    let x4 = to_nchw(b, "final_nchw", normed, h, sq, lo)?;
     let logits = b.conv_1x1("lm_head", &x4, &lm, None)?;
     let logits = match lay.final_logit_softcapping {
         Some(c) => {
-            let raw = from_nchw(b, "logits_raw", &logits, v, sq)?;
+            let raw = from_nchw(b, "logits_raw", &logits, v, sq, lo)?;
             let t = b.mul("logits_over_cap", &raw, 1.0 / c)?;
             let t = b.tanh("logits_tanh", &t)?;
             b.mul(LOGITS, &t, c)?
         }
-        None => from_nchw(b, LOGITS, &logits, v, sq)?,
+        None => from_nchw(b, LOGITS, &logits, v, sq, lo)?,
     };
     Ok(logits)
 }

@@ -245,6 +245,9 @@ fn build_masks(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>, per_row: bool) -> Res
         } else if kind == LayerKind::Sliding && per_row {
             let wl = ctx.plan.sliding_cache.len() as i32;
             b.reshape("mask_sliding_rows", &base, &[t as i32, 1, 1, wl])?
+        } else if ctx.plan.forms.gqa == chunkset::GqaForm::Repeat {
+            // K/V repeated per query head: the mask broadcasts over the heads
+            base
         } else {
             group_mask(b, &format!("mask_{}_groups", kind.label()), &base, n_rep)?
         };

@@ -232,6 +232,8 @@ pub struct Step {
     pub token: u32,
     /// The updated caches of every chunk (`K_sliding_out`, ...).
     pub caches: Vec<TensorMap>,
+    /// Every chunk's outputs.
+    pub outputs: Vec<TensorMap>,
 }
 
 /// One verify call's results.
@@ -446,6 +448,7 @@ impl<'m> Host<'m> {
             logits,
             token: token_id,
             caches,
+            outputs: outs,
         }
     }
 
