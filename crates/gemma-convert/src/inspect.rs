@@ -1,7 +1,10 @@
 //! `gemma-convert inspect <PKG.mlpackage | PKG.mlmodelc | SET_DIR> [--mil]`: each function's inputs and outputs
 //! with shapes and dtypes, op counts by type, weight bytes by storage (dense fp16/fp32, LUT indices,
-//! LUT tables, other), and with `--mil` the MIL text. A set directory is inspected package by package
-//! (and its manifest summarised).
+//! LUT tables, other), the op patterns the reference pipeline's placement audit saw leave the
+//! Neural Engine ([`crate::placement`]), and with `--mil` the MIL text. A set directory is inspected
+//! package by package, its manifest summarised (forms, taps, decode/prefill pairs sharing a weight
+//! file), with a "loaded by" line: which runtime loads a set of its variant
+//! (`chunkset::Variant::runtime`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +96,10 @@ fn inspect_package(path: &Path, mil_text: bool) -> Result<serde_json::Value> {
             *counts.entry(op.op_type.clone()).or_default() += 1;
         }
         let (ins, outs) = io_json(f);
+        let off_ane: Vec<serde_json::Value> = crate::placement::off_ane_patterns(f)
+            .into_iter()
+            .map(|p| json!({"pattern": p.name, "ops": p.count(), "by_type": p.ops, "audit": p.audit}))
+            .collect();
         let mut v = json!({
             "name": name,
             "opset": f.opset,
@@ -101,6 +108,7 @@ fn inspect_package(path: &Path, mil_text: bool) -> Result<serde_json::Value> {
             "op_counts": counts,
             "ops": f.block.operations.len(),
             "weight_bytes_by_storage": storage(&f.block.operations),
+            "off_ane_in_reference_audit": off_ane,
         });
         if mil_text {
             v["mil"] = json!(mil::printer::print_function(name, f));
@@ -154,6 +162,25 @@ fn print_text(v: &serde_json::Value) {
             .map(|(k, n)| format!("{k} {}", human_bytes(n.as_u64().unwrap_or(0))))
             .collect();
         println!("    weights: {}", storage.join(", "));
+        for p in f["off_ane_in_reference_audit"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let by: Vec<String> = p["by_type"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            println!(
+                "    off-ANE pattern: {} ({} ops: {}) — {}",
+                p["pattern"].as_str().unwrap_or_default(),
+                p["ops"],
+                by.join(", "),
+                p["audit"].as_str().unwrap_or_default()
+            );
+        }
         if let Some(m) = f["mil"].as_str() {
             println!("{m}");
         }
@@ -208,15 +235,30 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         all.push(inspect_package(pkg, args.mil)?);
     }
     let manifest = chunkset::ChunkSetManifest::read(p).ok();
+    let variant = set_variant(p, manifest.as_ref());
+    let loaded_by = variant.as_ref().map(|v| {
+        let r = v.runtime();
+        json!({
+            "variant": v.name(),
+            "coreml_llm": r.swift,
+            "note": r.note,
+            "host_loop": chunkset::HOST_LOOP,
+        })
+    });
     if args.json {
         let v = json!({
             "packages": all,
+            "loaded_by": loaded_by,
+            "off_ane_audit_source": crate::placement::AUDIT_SOURCE,
             "manifest": manifest.map(|m| json!({
                 "tool_version": m.tool_version,
                 "command": m.command,
                 "files": m.files.len(),
                 "bytes": m.files.iter().map(|f| f.size).sum::<u64>(),
                 "uncompressed_weights": m.uncompressed_weights.len(),
+                "forms": m.build.spec.forms.to_string(),
+                "taps": m.build.spec.taps.to_string(),
+                "shared_weights": m.build.shared_weights,
             })),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -224,7 +266,17 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         for v in &all {
             print_text(v);
         }
-        if let Some(m) = manifest {
+        let any_off_ane = all.iter().any(|v| {
+            v["functions"].as_array().into_iter().flatten().any(|f| {
+                f["off_ane_in_reference_audit"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            })
+        });
+        if any_off_ane {
+            println!("off-ANE patterns: {}", crate::placement::AUDIT_SOURCE);
+        }
+        if let Some(m) = &manifest {
             println!(
                 "manifest: {} files, {}, built by gemma-convert {}: {}",
                 m.files.len(),
@@ -232,7 +284,51 @@ pub fn run(args: &InspectArgs) -> Result<()> {
                 m.tool_version,
                 m.command.join(" ")
             );
+            println!("forms: {}; taps: {}", m.build.spec.forms, m.build.spec.taps);
+            if let Some(pairs) = &m.build.shared_weights {
+                let list: Vec<String> = pairs
+                    .iter()
+                    .map(|s| format!("{} = {}", s.prefill, s.decode))
+                    .collect();
+                println!(
+                    "weight.bin shared (byte-identical): {}",
+                    if list.is_empty() {
+                        "none (no prefill chunk holds a decode chunk's layers)".to_string()
+                    } else {
+                        list.join(", ")
+                    }
+                );
+            }
+        }
+        if let Some(v) = &variant {
+            let r = v.runtime();
+            match r.swift {
+                Some(engine) => println!(
+                    "loaded by: CoreML-LLM {engine} ({}); {}",
+                    r.note,
+                    chunkset::HOST_LOOP
+                ),
+                None => println!(
+                    "loaded by: {} only; CoreML-LLM has no loader for {}: {}",
+                    chunkset::HOST_LOOP,
+                    v.name(),
+                    r.note
+                ),
+            }
         }
     }
     Ok(())
+}
+
+/// The variant of the set at `dir`: the manifest's, else `model_config.json`'s (a single package
+/// has none).
+fn set_variant(
+    dir: &Path,
+    manifest: Option<&chunkset::ChunkSetManifest>,
+) -> Option<chunkset::Variant> {
+    if let Some(m) = manifest {
+        return Some(m.build.spec.variant.clone());
+    }
+    let cfg = chunkset::ModelConfig::read(dir).ok()?;
+    chunkset::Variant::parse(&cfg.variant, None, None).ok()
 }

@@ -13,6 +13,7 @@ mod exit;
 mod inspect;
 mod model_source;
 mod parity;
+mod placement;
 mod publish;
 mod run;
 mod sets;

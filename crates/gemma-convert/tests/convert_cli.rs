@@ -484,6 +484,42 @@ fn bad_input_exits_2_names_the_problem_and_leaves_nothing() {
             ],
             "chunk9",
         ),
+        (
+            vec![
+                "--model".into(),
+                model("tiny-e2b"),
+                "--softmax".into(),
+                "fast".into(),
+            ],
+            "--softmax",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model("tiny-e2b"),
+                "--gqa".into(),
+                "broadcast".into(),
+            ],
+            "--gqa",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model("tiny-e2b"),
+                "--taps".into(),
+                "eagle2".into(),
+            ],
+            "eagle2",
+        ),
+        (
+            vec![
+                "--model".into(),
+                model("tiny-e2b"),
+                "--taps".into(),
+                "verify-logits".into(),
+            ],
+            "verify",
+        ),
     ];
     for (args, needle) in cases {
         let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -528,4 +564,72 @@ fn bad_input_exits_2_names_the_problem_and_leaves_nothing() {
         tmp.path().to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn inspect_says_which_runtime_loads_a_set_and_what_leaves_the_ane() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model("tiny-e2b");
+    let merged = tmp.path().join("merged");
+    let o = build(
+        &m,
+        &merged,
+        &[
+            "--variant",
+            "merged",
+            "--functions",
+            "decode,verify:2,prefill:16",
+            "--taps",
+            "eagle3,verify-logits",
+            "--softmax",
+            "native",
+            "--layout",
+            "transpose",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["inspect", merged.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    for s in [
+        "loaded by: CoreML-LLM ChunkedEngine, Topology II",
+        "weight.bin shared (byte-identical): prefill_chunk1 = chunk1, prefill_chunk4 = chunk3_3way",
+        "forms: softmax=native,gqa=reshape,layout=transpose; taps: eagle3,verify-logits",
+        "off-ANE pattern: argmax tail (",
+        "off-ANE pattern: identity",
+        "docs/EXPERIMENTS.md",
+        "out hidden_at_L9",
+        "out logits_fp16",
+    ] {
+        assert!(t.contains(s), "inspect output lacks {s}:\n{t}");
+    }
+    // the recorded forms and taps rebuild the same set
+    let again = tmp.path().join("again");
+    let o = run(&[
+        "rebuild",
+        merged.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+        "--model",
+        &m,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // variants the Swift runtime has no loader for say so
+    for (variant, extra) in [("lite", vec![]), ("wfa", vec!["--fw", "32"])] {
+        let out = tmp.path().join(variant);
+        let mut args = vec!["--variant", variant];
+        args.extend(extra);
+        assert!(build(&m, &out, &args).status.success());
+        let o = run(&["inspect", out.to_str().unwrap(), "--json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let r = json(&o);
+        assert_eq!(r["loaded_by"]["variant"], variant, "{r}");
+        assert!(r["loaded_by"]["coreml_llm"].is_null(), "{r}");
+        let o = run(&["inspect", out.to_str().unwrap()]);
+        assert!(
+            text(&o).contains(&format!("CoreML-LLM has no loader for {variant}")),
+            "{}",
+            text(&o)
+        );
+    }
 }

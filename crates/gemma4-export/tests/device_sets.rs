@@ -578,6 +578,32 @@ fn merged_is_the_apps_three_chunk_set_and_loaders_match_the_contract() {
     assert_eq!(sig(&merged, "chunk3_3way"), sig(&swa4, "chunk4"));
     assert_eq!(swift_engine_accepts(&merged), Ok("Topology II"));
     assert_eq!(swift_engine_accepts(&swa4), Ok("4-chunk"));
+    // built chunk by chunk (CI matrices), the weight twins come out the same
+    let mut parts = Vec::new();
+    for part in [
+        "chunk1",
+        "chunk2_3way",
+        "chunk3_3way",
+        gemma4_export::build::SIDE_PART,
+    ] {
+        let dir = tmp.path().join(format!("part-{part}"));
+        build(
+            &opts("tiny-e2b", &dir)
+                .variant(Variant::Merged)
+                .functions(functions.parse().unwrap())
+                .only(part),
+            &NoProgress,
+        )
+        .unwrap();
+        parts.push(dir);
+    }
+    let joined = tmp.path().join("joined");
+    gemma4_export::build::assemble(&parts, &joined, false).unwrap();
+    let diff = chunkset::compare_sets(&merged, &joined).unwrap();
+    assert!(
+        diff.is_identical(),
+        "assembled merged set differs: {diff:?}"
+    );
 
     for v in [
         Variant::Flash { block: 16 },

@@ -31,6 +31,13 @@
 //! Names: layer `i`'s ops live in scope `L{i}` (`L3_attn_q_proj`, ...); the softcapped pre-argmax
 //! logits are the value named [`LOGITS`] (`[1, S, V]` in verify, `[1, 1, V]` otherwise) so the
 //! runtime's parity check can read them.
+//!
+//! Taps (the plan's [`chunkset::Taps`]): with `eagle3`, the decode function of a chunk holding an
+//! EAGLE-3 layer `l` also outputs layer `l`'s output as `hidden_at_L{l}` (an `identity` when it is
+//! also `hidden_states_out`); with `verify-logits`, the head chunk's verify function outputs the
+//! softcapped logits as `logits_fp16` (`identity` in fp16 builds, `cast` in fp32 ones).
+//!
+//! Op forms (the plan's [`chunkset::GraphForms`]) are applied in `blocks`: softmax, GQA, layout.
 
 mod blocks;
 mod layer;
