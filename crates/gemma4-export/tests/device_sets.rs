@@ -623,3 +623,29 @@ fn merged_is_the_apps_three_chunk_set_and_loaders_match_the_contract() {
         );
     }
 }
+
+/// The compiled bundles the app downloads (`.mlmodelc`, what it hard-links) keep the twins'
+/// weight files identical: `weights/weight.bin` of `chunk{i}.mlmodelc` and of
+/// `prefill_chunk{i}.mlmodelc`.
+#[test]
+fn compiled_twins_share_byte_identical_weight_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("set");
+    build(
+        &opts("tiny-pal", &out)
+            .variant(Variant::Merged)
+            .functions("decode,verify:2,prefill:24".parse().unwrap())
+            .format(chunkset::OutputFormat::Mlmodelc),
+        &NoProgress,
+    )
+    .unwrap();
+    let w = |c: &str| std::fs::read(out.join(format!("{c}.mlmodelc/weights/weight.bin"))).unwrap();
+    for (d, p) in [
+        ("chunk1", "prefill_chunk1"),
+        ("chunk3_3way", "prefill_chunk4"),
+    ] {
+        assert!(w(d) == w(p), "{d}.mlmodelc vs {p}.mlmodelc");
+    }
+    assert!(w("chunk2_3way") != w("prefill_chunk2"));
+    assert!(!out.join("chunk1.mlpackage").exists());
+}
