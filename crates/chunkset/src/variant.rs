@@ -117,7 +117,7 @@ impl Variant {
                 swift: Some(
                     "ChunkedEngine, Topology II (chunk1 + chunk2_3way + chunk3_3way, chosen by file presence; the app's default), prefill_chunk1..4",
                 ),
-                note: "verify_qK is not loaded: the engine looks for it in chunk1..chunk4 only",
+                note: "verify_qK is not loaded: the engine looks for it in chunk1..chunk4 only; with --taps eagle3 it reads hidden_at_L8 (chunk2_3way) and hidden_at_L34 (chunk3_3way) but sets L17 to nil in this topology, so chunk2_3way's hidden_at_L17 goes unread",
             },
             Variant::Wfa { .. } => RuntimeSupport {
                 swift: None,
