@@ -1,6 +1,7 @@
 //! Variants: how the decoder is cut into chunks and how each attention kind keeps its KV (the
 //! exporter's plan turns a variant into chunk boundaries and cache policies).
 
+use crate::kinds::CachePolicy;
 use serde::{Deserialize, Serialize};
 
 /// How the decoder is cut and how full-attention KV is kept. Written into `manifest.json` as
@@ -168,5 +169,42 @@ impl Variant {
     /// True for the variants whose KV caches are Core ML states (`stateful`, `stateful3`).
     pub fn is_stateful(&self) -> bool {
         matches!(self, Variant::Stateful | Variant::Stateful3)
+    }
+
+    /// The decode chunks of a set of this variant, in call order (package stems; the runtime finds
+    /// them by these names).
+    pub fn chunk_names(&self) -> &'static [&'static str] {
+        match self {
+            Variant::Swa4 | Variant::Wfa { .. } | Variant::Flash { .. } => {
+                &["chunk1", "chunk2", "chunk3", "chunk4"]
+            }
+            Variant::Merged => &["chunk1", "chunk2_3way", "chunk3_3way"],
+            Variant::Merged2 => &["merged_chunk1", "merged_chunk2"],
+            Variant::Lite => &["lite_chunk1", "lite_chunk2"],
+            Variant::Merged1 => &["merged_full"],
+            Variant::Stateful => &["chunk_1", "chunk_2", "chunk_3", "chunk_4"],
+            Variant::Stateful3 => &["chunk_1", "chunk_2", "chunk_3"],
+        }
+    }
+
+    /// How the sliding and the full layers keep their KV at context `ctx` with a sliding window of
+    /// `window` positions (already capped at `ctx`): `(sliding, full)`. Shift registers of W for
+    /// sliding layers (`lite`: ctx positional slots for both kinds; stateful variants: a ring of W
+    /// in a state), ctx positional slots for full layers (`wfa`: a shift register of `fw`).
+    pub fn cache_policies(&self, ctx: usize, window: usize) -> (CachePolicy, CachePolicy) {
+        let sliding = CachePolicy::ShiftRegister { len: window };
+        let positional = CachePolicy::Positional { len: ctx };
+        match *self {
+            Variant::Lite => (positional, positional),
+            Variant::Wfa { fw } => (sliding, CachePolicy::ShiftRegister { len: fw }),
+            Variant::Stateful | Variant::Stateful3 => {
+                (CachePolicy::Ring { len: window }, positional)
+            }
+            Variant::Swa4
+            | Variant::Merged
+            | Variant::Merged2
+            | Variant::Merged1
+            | Variant::Flash { .. } => (sliding, positional),
+        }
     }
 }

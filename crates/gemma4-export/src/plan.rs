@@ -114,27 +114,19 @@ fn check_layout(l: &ModelLayout, variant: &str) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// The cache policies of both kinds and the full layers' attention form of a variant.
+/// The cache policies of both kinds (the contract's, [`Variant::cache_policies`]) and the full
+/// layers' attention form of a variant.
 fn caches(
     variant: &Variant,
     ctx: usize,
     window: usize,
 ) -> Result<(CachePolicy, CachePolicy, AttentionForm), PlanError> {
-    let sliding = CachePolicy::ShiftRegister { len: window };
-    let positional = CachePolicy::Positional { len: ctx };
-    Ok(match *variant {
-        Variant::Lite => (positional, positional, AttentionForm::Plain),
-        Variant::Wfa { fw } => {
-            if fw == 0 || fw > ctx {
-                return Err(PlanError::BadOption(format!(
-                    "--fw {fw} must be between 1 and --ctx {ctx}"
-                )));
-            }
-            (
-                sliding,
-                CachePolicy::ShiftRegister { len: fw },
-                AttentionForm::Plain,
-            )
+    let mut form = AttentionForm::Plain;
+    match *variant {
+        Variant::Wfa { fw } if fw == 0 || fw > ctx => {
+            return Err(PlanError::BadOption(format!(
+                "--fw {fw} must be between 1 and --ctx {ctx}"
+            )));
         }
         Variant::Flash { block } => {
             if block == 0 || !ctx.is_multiple_of(block) {
@@ -142,46 +134,28 @@ fn caches(
                     "--flash-block {block} must divide --ctx {ctx}"
                 )));
             }
-            (sliding, positional, AttentionForm::Flash { block })
+            form = AttentionForm::Flash { block };
         }
-        Variant::Swa4 | Variant::Merged | Variant::Merged2 | Variant::Merged1 => {
-            (sliding, positional, AttentionForm::Plain)
-        }
-        Variant::Stateful | Variant::Stateful3 => (
-            CachePolicy::Ring { len: window },
-            positional,
-            AttentionForm::Plain,
-        ),
-    })
+        _ => {}
+    }
+    let (sliding, full) = variant.cache_policies(ctx, window);
+    Ok((sliding, full, form))
 }
 
-/// The chunk names and layer ranges of a variant (`l` layers, first shared layer `f`).
+/// The chunk names (the contract's, [`Variant::chunk_names`]) and layer ranges of a variant (`l`
+/// layers, first shared layer `f`).
 fn cuts(variant: &Variant, l: usize, f: usize) -> Vec<(&'static str, Range<usize>)> {
     let c1 = f.div_ceil(2);
     let c3 = f + (l - f) / 2;
-    match variant {
-        Variant::Swa4 | Variant::Wfa { .. } | Variant::Flash { .. } => vec![
-            ("chunk1", 0..c1),
-            ("chunk2", c1..f),
-            ("chunk3", f..c3),
-            ("chunk4", c3..l),
-        ],
-        Variant::Merged => vec![
-            ("chunk1", 0..c1),
-            ("chunk2_3way", c1..c3),
-            ("chunk3_3way", c3..l),
-        ],
-        Variant::Merged2 => vec![("merged_chunk1", 0..f), ("merged_chunk2", f..l)],
-        Variant::Lite => vec![("lite_chunk1", 0..f), ("lite_chunk2", f..l)],
-        Variant::Merged1 => vec![("merged_full", 0..l)],
-        Variant::Stateful => vec![
-            ("chunk_1", 0..c1),
-            ("chunk_2", c1..f),
-            ("chunk_3", f..c3),
-            ("chunk_4", c3..l),
-        ],
-        Variant::Stateful3 => vec![("chunk_1", 0..c1), ("chunk_2", c1..c3), ("chunk_3", c3..l)],
-    }
+    let bounds: Vec<Range<usize>> = match variant {
+        Variant::Swa4 | Variant::Wfa { .. } | Variant::Flash { .. } | Variant::Stateful => {
+            vec![0..c1, c1..f, f..c3, c3..l]
+        }
+        Variant::Merged | Variant::Stateful3 => vec![0..c1, c1..c3, c3..l],
+        Variant::Merged2 | Variant::Lite => vec![0..f, f..l],
+        Variant::Merged1 => std::iter::once(0..l).collect(),
+    };
+    variant.chunk_names().iter().copied().zip(bounds).collect()
 }
 
 /// The KV slots of a chunk's KV-owning layers: sliding and full slots each numbered in layer order.
