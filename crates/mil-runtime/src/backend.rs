@@ -125,6 +125,14 @@ pub trait Backend {
         })
     }
 
+    /// The internal value whose `reduce_argmax` produces output `output` of `function` (through
+    /// casts and reshapes; [`crate::logits::argmax_input`]), for backends that can tap values:
+    /// where a head chunk's full-vocabulary logits are, whatever they are called.
+    fn argmax_input(&self, function: &str, output: &str) -> Option<String> {
+        let _ = (function, output);
+        None
+    }
+
     /// A fresh (zero) state for `function`'s `state<…>` inputs, like Core ML's `makeState()`. The
     /// same state can be used with every function of the package that declares the same states.
     fn make_state(&self, function: &str) -> Result<ModelState, RuntimeError> {
@@ -251,6 +259,12 @@ impl Backend for CpuBackend {
 
     fn predict(&mut self, function: &str, inputs: &TensorMap) -> Result<TensorMap, RuntimeError> {
         self.interp.run(function, inputs)
+    }
+
+    fn argmax_input(&self, function: &str, output: &str) -> Option<String> {
+        self.interp
+            .argmax_input(function, output)
+            .map(str::to_string)
     }
 
     fn predict_with_taps(

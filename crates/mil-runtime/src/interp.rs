@@ -78,6 +78,8 @@ struct CompiledFunction {
 #[derive(Clone, Debug)]
 pub struct Interpreter {
     functions: BTreeMap<String, CompiledFunction>,
+    /// Per function: output name → the value its `reduce_argmax` reads ([`crate::logits`]).
+    argmax_inputs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A deferred constexpr evaluation (run only if the result is not already shared).
@@ -461,10 +463,30 @@ impl Interpreter {
     pub fn new(program: &Program) -> Result<Interpreter, RuntimeError> {
         let mut shared = BTreeMap::new();
         let mut functions = BTreeMap::new();
+        let mut argmax_inputs = BTreeMap::new();
         for (name, f) in &program.functions {
             functions.insert(name.clone(), compile(name, f, &mut shared)?);
+            let found: BTreeMap<String, String> = f
+                .block
+                .outputs
+                .iter()
+                .filter_map(|o| Some((o.clone(), crate::logits::argmax_input(f, o)?)))
+                .collect();
+            argmax_inputs.insert(name.clone(), found);
         }
-        Ok(Interpreter { functions })
+        Ok(Interpreter {
+            functions,
+            argmax_inputs,
+        })
+    }
+
+    /// The value whose `reduce_argmax` produces output `output` of `function` (through casts and
+    /// reshapes), if it is one: where the full-vocabulary logits of a head chunk are.
+    pub fn argmax_input(&self, function: &str, output: &str) -> Option<&str> {
+        self.argmax_inputs
+            .get(function)?
+            .get(output)
+            .map(String::as_str)
     }
 
     /// Function names, sorted.

@@ -7,6 +7,10 @@
 //!   constexpr evaluation, last-use analysis), signature checks, `run` / `run_with_taps`;
 //! * [`ops`]: one kernel module per op family, each with a spec sheet;
 //! * [`backend`]: the object-safe [`Backend`] trait and the CPU implementation;
+//! * [`logits`]: where a head chunk's full-vocabulary logits are (the input of the argmax behind
+//!   `token_id`, whatever it is called);
+//! * [`verify`]: [`verify::verify_set`], a chunk set on disk against its manifest, its
+//!   `model_config.json` and the contract (files, packages and their I/O, side files);
 //! * [`state`]: [`ModelState`], the caller-held `MLState` of stateful functions (zero at start,
 //!   carried across calls and shared by the functions of a package);
 //! * [`stateful`]: the host loop of stateful chunk sets (`Gemma4StatefulEngine`'s), with
@@ -20,11 +24,14 @@ pub mod backend;
 pub mod chunkset;
 pub mod error;
 pub mod interp;
+pub mod logits;
+pub(crate) mod npy;
 pub mod ops;
 pub mod parity;
 pub mod state;
 pub mod stateful;
 pub mod tensor;
+pub mod verify;
 
 #[cfg(all(target_vendor = "apple", feature = "coreml"))]
 pub mod coreml;

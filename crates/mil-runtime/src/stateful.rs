@@ -24,7 +24,8 @@
 //!   the full caches are never clobbered), re-running `Q … R−1`. Then it feeds the rest;
 //! * [`StatefulSession::generate`]: a turn, then greedy `infer` steps (the engine's `generate`).
 //!
-//! Logits: the head chunk's `logits` value (the last row of a call) is read by name; with
+//! Logits: the head chunk's logits (the last row of a call) are read where its `reduce_argmax`
+//! behind `token_id` reads them ([`crate::logits`]; `logits` in our chunks); with
 //! [`Logits::All`] the other rows of a `prefill_b<T>` call are computed from the graph's normed rows
 //! (value `final_norm_out`) and its own LM head weight (`lm_head_weight`) plus the softcap, so
 //! parity can compare every position (the last row is computed both ways, see
@@ -95,6 +96,8 @@ struct Chunk {
     name: String,
     backend: Box<dyn Backend>,
     sigs: BTreeMap<String, Signature>,
+    /// Per function: the value holding the full-vocabulary logits (head chunks).
+    logits: BTreeMap<String, String>,
     stateful: bool,
 }
 
@@ -137,8 +140,13 @@ impl StatefulSet {
             };
             let backend = load_backend(kind, &pkg, &LoadOptions::default()).map_err(err)?;
             let mut sigs = BTreeMap::new();
+            let mut logits = BTreeMap::new();
             for f in backend.functions() {
                 sigs.insert(f.clone(), backend.signature(&f).map_err(err)?);
+                let tap = backend
+                    .argmax_input(&f, names::TOKEN_ID)
+                    .unwrap_or_else(|| LOGITS_TAP.to_string());
+                logits.insert(f, tap);
             }
             let infer = sigs.get(INFER_FN).ok_or_else(|| {
                 ChunkSetError::Stateful(format!(
@@ -157,6 +165,7 @@ impl StatefulSet {
                 name: name.to_string(),
                 backend,
                 sigs,
+                logits,
                 stateful,
             })
         };
@@ -636,7 +645,7 @@ impl StatefulSession<'_> {
         let nchunks = self.set.chunks.len();
         let mut handoff = TensorMap::new();
         let mut times = Vec::with_capacity(nchunks);
-        let mut head = (TensorMap::new(), TensorMap::new());
+        let mut head = (TensorMap::new(), TensorMap::new(), String::new());
         for ci in 0..nchunks {
             let name = self.set.chunks[ci].name.clone();
             let cerr = |source| ChunkSetError::Chunk {
@@ -677,9 +686,14 @@ impl StatefulSession<'_> {
                 inputs.insert(n.to_string(), x);
             }
             let last = ci + 1 == nchunks;
+            let logits_tap = self.set.chunks[ci]
+                .logits
+                .get(&function)
+                .cloned()
+                .unwrap_or_else(|| LOGITS_TAP.to_string());
             let mut taps: Vec<&str> = Vec::new();
             if last && want != Logits::None {
-                taps.push(LOGITS_TAP);
+                taps.push(&logits_tap);
                 if want == Logits::All && t > 1 {
                     taps.extend([names::NORMED_ROWS, names::LM_HEAD_WEIGHT]);
                 }
@@ -698,7 +712,7 @@ impl StatefulSession<'_> {
             };
             times.push(t0.elapsed());
             if last {
-                head = (outs.clone(), tapped);
+                head = (outs.clone(), tapped, logits_tap.clone());
             }
             handoff.extend(outs);
         }
@@ -724,9 +738,9 @@ impl StatefulSession<'_> {
         if want != Logits::None {
             let graph = head
                 .1
-                .get(LOGITS_TAP)
+                .get(&head.2)
                 .and_then(|x| x.to_f32().ok().map(|v| v.into_owned()))
-                .ok_or_else(|| out_err(LOGITS_TAP))?;
+                .ok_or_else(|| out_err(&head.2))?;
             if want == Logits::All && t > 1 {
                 let normed = head
                     .1

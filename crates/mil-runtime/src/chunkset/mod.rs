@@ -16,8 +16,9 @@
 //!    (`X_in`, zero at the start, replaced by `X_out` after the call), or values handed over by earlier
 //!    chunks of the step (`hidden_states_out` → `hidden_states`, `per_layer_combined_out` →
 //!    `per_layer_combined`, `kv13_*` / `kv14_*`);
-//! 4. the last chunk's `token_id` / `token_logit`, and on request the full pre-argmax `logits`
-//!    (read by name from the interpreter).
+//! 4. the last chunk's `token_id` / `token_logit`, and on request the full pre-argmax logits: the
+//!    value the head chunk's `reduce_argmax` behind `token_id` reads ([`crate::logits`]; `logits`
+//!    in our chunks, `logits_cast_fp16` in the reference pipeline's), tapped from the interpreter.
 //!
 //! Batched prefill ([`Session::prefill`], sets built with `--functions …,prefill:N`), as the Swift
 //! runtime does it: the first `min(len, N)` prompt tokens, padded to `N`, go through the
@@ -48,7 +49,8 @@ use ::chunkset::names;
 use ::chunkset::{DECODE_FN, PREFILL_FN};
 use std::path::{Path, PathBuf};
 
-/// Name of the pre-argmax logits value in the head chunk.
+/// Name of the pre-argmax logits value in our head chunks (the tap used when a backend cannot say
+/// which value its argmax reads).
 pub const LOGITS_TAP: &str = names::LOGITS;
 
 /// Errors of the host loop.
@@ -106,6 +108,8 @@ struct LoadedChunk {
     name: String,
     backend: Box<dyn Backend>,
     sig: Signature,
+    /// The value holding the full-vocabulary logits (head chunks).
+    logits: String,
 }
 
 impl LoadedChunk {
@@ -119,10 +123,14 @@ impl LoadedChunk {
         };
         let backend = load_backend(kind, &pkg, &LoadOptions::default()).map_err(chunk_err)?;
         let sig = backend.signature(function).map_err(chunk_err)?;
+        let logits = backend
+            .argmax_input(function, names::TOKEN_ID)
+            .unwrap_or_else(|| LOGITS_TAP.to_string());
         Ok(LoadedChunk {
             name: name.to_string(),
             backend,
             sig,
+            logits,
         })
     }
 }

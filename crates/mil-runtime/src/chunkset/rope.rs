@@ -3,7 +3,6 @@
 
 use super::{ChunkSetError, LayerKind, R, io_err};
 use ::chunkset::names::{self, RopeTable as Table};
-use half::f16;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -63,48 +62,13 @@ pub(super) struct RopeTable {
 
 fn read_npy(path: &Path) -> R<RopeTable> {
     let b = std::fs::read(path).map_err(io_err(path))?;
-    let bad = |msg: &str| ChunkSetError::SideFile {
+    let t = crate::npy::parse(&b).map_err(|msg| ChunkSetError::SideFile {
         file: path.to_path_buf(),
-        msg: msg.to_string(),
-    };
-    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
-        return Err(bad("not a .npy file"));
-    }
-    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
-    let header = b
-        .get(10..10 + hl)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| bad("truncated header"))?;
-    let width = if header.contains("'<f2'") {
-        2
-    } else if header.contains("'<f4'") {
-        4
-    } else {
-        return Err(bad("expected little-endian fp16 ('<f2') or fp32 ('<f4')"));
-    };
-    let dims: Vec<usize> = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .map(|s| s.split(',').filter_map(|d| d.trim().parse().ok()).collect())
-        .unwrap_or_default();
-    let [rows, dim] = dims[..] else {
-        return Err(bad("expected a 2-D table"));
-    };
-    let payload = &b[10 + hl..];
-    if payload.len() != rows * dim * width {
-        return Err(bad("payload size does not match the shape"));
-    }
-    let data = if width == 2 {
-        payload
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect()
-    } else {
-        payload
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    };
-    Ok(RopeTable { rows, dim, data })
+        msg,
+    })?;
+    Ok(RopeTable {
+        rows: t.rows,
+        dim: t.cols,
+        data: t.data,
+    })
 }

@@ -2,7 +2,7 @@
 //! K/V written back into the decode caches ([`Session::prefill`]), both through one
 //! bind → predict → time → route loop ([`run_chunks`]).
 
-use super::{ChunkSet, ChunkSetError, Embedder, LOGITS_TAP, LoadedChunk, R};
+use super::{ChunkSet, ChunkSetError, Embedder, LoadedChunk, R};
 use crate::backend::TensorMap;
 use crate::error::RuntimeError;
 use crate::tensor::Tensor;
@@ -111,7 +111,7 @@ fn run_chunks<S>(
         }
         let last = ci + 1 == count;
         let taps: Vec<&str> = if last && want_logits {
-            vec![LOGITS_TAP]
+            vec![c.logits.as_str()]
         } else {
             vec![]
         };
@@ -123,7 +123,8 @@ fn run_chunks<S>(
         times.push(t0.elapsed());
         route(state, ci, &c.name, outs, &mut handoff)?;
         if last {
-            head = Some(head_output(&name, &handoff, &tapped, want_logits)?);
+            let logits = want_logits.then_some(c.logits.as_str());
+            head = Some(head_output(&name, &handoff, &tapped, logits)?);
         }
     }
     let mut out = head.ok_or_else(|| ChunkSetError::Output {
@@ -153,12 +154,12 @@ impl From<RuntimeError> for BindError {
     }
 }
 
-/// The head chunk's `token_id` / `token_logit` (and tapped logits on request).
+/// The head chunk's `token_id` / `token_logit` (and the tapped logits value `logits` on request).
 fn head_output(
     chunk: &str,
     outs: &TensorMap,
     tapped: &TensorMap,
-    want_logits: bool,
+    logits: Option<&str>,
 ) -> R<StepOutput> {
     let out_err = |o: &str| ChunkSetError::Output {
         chunk: chunk.to_string(),
@@ -173,15 +174,14 @@ fn head_output(
         .get(names::TOKEN_LOGIT)
         .and_then(|t| t.to_f32().ok().and_then(|v| v.first().copied()))
         .ok_or_else(|| out_err(names::TOKEN_LOGIT))?;
-    let logits = if want_logits {
-        Some(
+    let logits = match logits {
+        Some(name) => Some(
             tapped
-                .get(LOGITS_TAP)
+                .get(name)
                 .and_then(|t| t.to_f32().ok().map(|v| v.into_owned()))
-                .ok_or_else(|| out_err(LOGITS_TAP))?,
-        )
-    } else {
-        None
+                .ok_or_else(|| out_err(name))?,
+        ),
+        None => None,
     };
     Ok(StepOutput {
         token_id: tok as u32,
