@@ -1,6 +1,8 @@
 //! `gemma-convert bench`: greedy decoding through a chunk set (as the device runtime does it: int8
 //! side-file embeddings, the host loop of `mil_runtime::chunkset`), reporting decode tokens/s and
-//! milliseconds per chunk call. The first `--warmup` steps are excluded from the figures.
+//! milliseconds per chunk call. The first `--warmup` steps are excluded from the figures. The set
+//! passes `verify` first (`crate::verify_cmd::check_set`, its time reported apart, never in the
+//! figures).
 //!
 //! With `--prefill` (sets built with a prefill function) it first times one batched prefill of a
 //! full `N`-token prompt (after one untimed prefill when `--warmup` > 0), reports prefill tokens/s and
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mil_runtime::chunkset::{ChunkSetError, SideFileEmbedder};
+use mil_runtime::chunkset::{ChunkSet, ChunkSetError, SideFileEmbedder};
 use serde_json::json;
 
 use crate::exit::UsageError;
@@ -63,27 +65,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         .into());
     }
-    if !args.chunks.join("model_config.json").is_file() {
-        return Err(UsageError {
-            flag: "--chunks",
-            reason: format!(
-                "{}: no model_config.json (not a chunk set)",
-                args.chunks.display()
-            ),
-        }
-        .into());
-    }
-    if crate::stateful_cmd::is_stateful(&args.chunks) {
-        // read under its shared lock: no build replaces the set meanwhile
-        let _held = mlpackage::publish::read_lock(&args.chunks)?;
-        return crate::stateful_cmd::bench(args);
+    // verified first, under its shared lock: no build replaces the set meanwhile
+    let checked = crate::verify_cmd::check_set(&args.chunks, args.json)?;
+    if crate::parity::is_stateful(&checked.config) {
+        return crate::stateful_cmd::bench(args, &checked);
     }
     let t_load = Instant::now();
-    // read under its shared lock: no build replaces the set meanwhile
-    let crate::parity::OpenSet {
-        lock: _held,
-        mut set,
-    } = crate::parity::open_set(&args.chunks, args.backend)?;
+    let mut set = ChunkSet::open(&args.chunks, args.backend.kind()?)
+        .with_context(|| format!("loading {}", args.chunks.display()))?;
     let load_s = t_load.elapsed().as_secs_f64();
     let emb = SideFileEmbedder::open(&args.chunks, set.config())?;
     let names = set.chunk_names();
@@ -200,6 +189,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "tokens": timed,
             "warmup": args.warmup,
             "load_seconds": load_s,
+            "verify_seconds": checked.seconds,
             "tokens_per_second": tps,
             "ms_per_token": 1e3 / tps,
             "ms_per_chunk_call": names.iter().zip(&ms).map(|(n, m)| json!({"chunk": n, "ms": m})).collect::<Vec<_>>(),

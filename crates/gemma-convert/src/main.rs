@@ -17,8 +17,10 @@ mod placement;
 mod publish;
 mod run;
 mod sets;
+mod side_check;
 mod stateful_cmd;
 mod synth;
+mod verify_cmd;
 
 use std::process::ExitCode;
 
@@ -48,6 +50,9 @@ enum Command {
     Parity(parity::ParityArgs),
     /// Measure decode tokens/s and milliseconds per chunk call.
     Bench(bench::BenchArgs),
+    /// Check a chunk set against its manifest, its model_config.json and the contract (files,
+    /// sha256, packages and their I/O, side files); nothing is run.
+    Verify(verify_cmd::VerifyArgs),
     /// Print a package's (or set's) functions, I/O, op counts and weight storage.
     Inspect(inspect::InspectArgs),
     /// Compare two chunk sets file by file (sha256).
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
         None => build_cmd::run(&cli.build),
         Some(Command::Parity(a)) => parity::run(a),
         Some(Command::Bench(a)) => bench::run(a),
+        Some(Command::Verify(a)) => verify_cmd::run(a),
         Some(Command::Inspect(a)) => inspect::run(a),
         Some(Command::Compare(a)) => sets::compare(a),
         Some(Command::Assemble(a)) => sets::assemble(a),

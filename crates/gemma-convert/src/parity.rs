@@ -11,9 +11,15 @@
 //! call (compared at the last of those positions), the K/V they produce written into the decode
 //! caches, then the rest of the prompt and the decode ids one step at a time.
 //!
-//! The chunk set is loaded from disk (never the exporter's memory). Embeddings come from the
-//! checkpoint's exact tables by default (`--embeddings checkpoint`: what HF computes), or from the
-//! set's int8 side files (`--embeddings side`: what the device runtime computes).
+//! Before anything runs, the set passes `verify` (`crate::verify_cmd::check_set`, under its shared
+//! lock) and the side files the run reads are compared with the checkpoint
+//! (`crate::side_check`). Then, by default (`--embeddings both`), the set runs twice: the **device
+//! run** with the int8 embedding and PLE tables of the side files, as the Swift runtime feeds
+//! `hidden_states` and `per_layer_raw` (held to the `palettized` bound: int8 embeddings move the
+//! logits of the tiny random fixtures a lot, see the README), and the **exact-checkpoint run** with
+//! the checkpoint's embeddings (what HF computes; held to the named tolerance). The set is loaded
+//! from disk (never the exporter's memory); the logits are read where the head chunk's argmax reads
+//! them (`mil_runtime::logits`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,12 +28,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use gemma4::{Checkpoint, DType, Reference};
 use mil_runtime::BackendKind;
-use mil_runtime::chunkset::{ChunkSet, ChunkSetError, Embedder, SideFileEmbedder};
-use mil_runtime::parity::{Comparator, Tolerance};
+use mil_runtime::chunkset::{ChunkSet, ChunkSetError, Embedder, ModelConfig, SideFileEmbedder};
+use mil_runtime::parity::{Comparator, Metrics, Tolerance};
 use serde_json::json;
 
 use crate::exit::{CheckFailed, UsageError};
 use crate::model_source;
+use crate::side_check::SideReport;
+use crate::verify_cmd::CheckedSet;
 
 /// Which backend runs the chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,118 +62,10 @@ impl BackendArg {
     }
 }
 
-/// The RoPE tables every decode step reads.
-const ROPE_FILES: [&str; 4] = [
-    "cos_sliding.npy",
-    "sin_sliding.npy",
-    "cos_full.npy",
-    "sin_full.npy",
-];
-
-/// A chunk set opened for reading: its shared lock (held while the set is used) and the loaded set.
-pub struct OpenSet {
-    pub lock: Option<mlpackage::publish::SetLock>,
-    pub set: ChunkSet,
-}
-
-/// Open the chunk set at `dir` for `parity` / `bench`: a usage error naming the file when it is
-/// not a set, lacks a chunk or a RoPE table, lists no chunks, or declares buffers larger than this
-/// machine's memory (no command aborts on an allocation); the set is read under its shared lock.
-pub fn open_set(dir: &Path, backend: BackendArg) -> Result<OpenSet> {
-    let kind = backend.kind()?;
-    let bad = |reason: String| UsageError {
-        flag: "--chunks",
-        reason,
-    };
-    if !dir.join("model_config.json").is_file() {
-        return Err(bad(format!(
-            "{}: no model_config.json (not a chunk set)",
-            dir.display()
-        ))
-        .into());
-    }
-    let lock = mlpackage::publish::read_lock(dir)?;
-    let config = mil_runtime::chunkset::ModelConfig::read(dir)?;
-    if config.chunks.is_empty() {
-        return Err(bad(format!(
-            "{}: `chunks` is empty: a set has at least one chunk",
-            dir.join("model_config.json").display()
-        ))
-        .into());
-    }
-    for f in ROPE_FILES {
-        if !dir.join(f).is_file() {
-            return Err(bad(format!("{}: missing", dir.join(f).display())).into());
-        }
-    }
-    let mut bytes: u128 = 0;
-    for chunk in &config.chunks {
-        // the model the runtime loads: `<chunk>.mlmodelc` when it is a bundle, else the package
-        let pkg = mlpackage::compiled::model_path(dir, &chunk.name);
-        if !pkg.is_dir() {
-            return Err(bad(format!("{}: missing", pkg.display())).into());
-        }
-        if pkg.extension().is_some_and(|e| e == "mlmodelc") {
-            continue; // its description is read with the bundle (buffers checked for packages)
-        }
-        let spec = mlpackage::read_package_spec(&pkg)?;
-        let Some(d) = spec.description.as_ref() else {
-            continue;
-        };
-        let d = mlpackage::Description::from_proto(d)
-            .with_context(|| format!("{}: model description", pkg.display()))?;
-        let Some(io) = d.interface(chunkset::DECODE_FN) else {
-            continue;
-        };
-        for f in io.inputs.iter().chain(io.outputs) {
-            if let Some(a) = f.array_type() {
-                let n = a
-                    .shape
-                    .iter()
-                    .map(|&x| u128::try_from(x).unwrap_or(0))
-                    .product::<u128>();
-                bytes += 4 * n;
-                if 4 * n > memory_bytes() {
-                    return Err(bad(format!(
-                        "{}: `{}` of shape {:?} needs {} GB, more than this machine's memory \
-                         (a sliding window or context far beyond what the set can run?)",
-                        pkg.display(),
-                        f.name,
-                        a.shape,
-                        4 * n / 1_000_000_000
-                    ))
-                    .into());
-                }
-            }
-        }
-    }
-    if bytes > memory_bytes() {
-        return Err(bad(format!(
-            "{}: the chunks' inputs and outputs need {} GB, more than this machine's memory",
-            dir.display(),
-            bytes / 1_000_000_000
-        ))
-        .into());
-    }
-    let set = ChunkSet::open(dir, kind).with_context(|| format!("loading {}", dir.display()))?;
-    Ok(OpenSet { lock, set })
-}
-
-/// Physical memory (Linux `MemTotal`; 64 GiB where unknown).
-fn memory_bytes() -> u128 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            let l = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-            l.split_whitespace().nth(1)?.parse::<u128>().ok()
-        })
-        .map_or(64 << 30, |kb| kb * 1024)
-}
-
 /// The checkpoint a parity run compares with must be the one the set was built from: a usage
 /// error naming the field when its shapes differ from the set's `model_config.json`.
-fn check_same_model(ckpt: &Checkpoint, set: &ChunkSet, model: &str) -> Result<(), UsageError> {
-    let (c, s) = (ckpt.config(), set.config());
+fn check_same_model(ckpt: &Checkpoint, s: &ModelConfig, model: &str) -> Result<(), UsageError> {
+    let c = ckpt.config();
     let ple = if c.has_ple() {
         c.hidden_size_per_layer_input()
     } else {
@@ -193,10 +93,61 @@ fn check_same_model(ckpt: &Checkpoint, set: &ChunkSet, model: &str) -> Result<()
 /// Where token embeddings come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EmbeddingsArg {
+    /// Both runs: the device run (side files) and the exact-checkpoint run, each against the
+    /// reference.
+    Both,
     /// The checkpoint's tables, exact (what HF computes).
     Checkpoint,
     /// The set's int8 side files (what the device runtime computes).
     Side,
+}
+
+impl EmbeddingsArg {
+    /// The runs of this choice, the device run first.
+    pub fn runs(self) -> Vec<RunKind> {
+        match self {
+            EmbeddingsArg::Both => vec![RunKind::Device, RunKind::Exact],
+            EmbeddingsArg::Checkpoint => vec![RunKind::Exact],
+            EmbeddingsArg::Side => vec![RunKind::Device],
+        }
+    }
+}
+
+/// One run of a parity check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// The int8 side files, as the device feeds the chunks.
+    Device,
+    /// The checkpoint's embeddings, exact.
+    Exact,
+}
+
+impl RunKind {
+    /// `side` / `checkpoint` (the report's `embeddings`).
+    pub fn embeddings(self) -> &'static str {
+        match self {
+            RunKind::Device => "side",
+            RunKind::Exact => "checkpoint",
+        }
+    }
+
+    /// How the text report names the run.
+    pub fn label(self) -> &'static str {
+        match self {
+            RunKind::Device => "device run (int8 side-file embeddings)",
+            RunKind::Exact => "exact-checkpoint run",
+        }
+    }
+
+    /// The bound of this run: the named one, except that the device run's int8 embeddings are
+    /// held to the `palettized` bound (top-1 ≥ 50 %, mean KL ≤ 1 nat) at most — the side files
+    /// themselves are checked exactly against the checkpoint (`side_check`).
+    pub fn tolerance(self, named: Tolerance) -> Tolerance {
+        match self {
+            RunKind::Exact => named,
+            RunKind::Device => Tolerance::Palettized,
+        }
+    }
 }
 
 /// Arguments of `gemma-convert parity`.
@@ -219,8 +170,9 @@ pub struct ParityArgs {
     /// Backend that runs the chunks.
     #[arg(long, value_enum, default_value_t = BackendArg::Interpreter)]
     pub backend: BackendArg,
-    /// Embedding source.
-    #[arg(long, value_enum, default_value_t = EmbeddingsArg::Checkpoint)]
+    /// Embedding source: `both` runs the set with the side files' int8 tables (as the device does)
+    /// and with the checkpoint's exact embeddings, and reports both.
+    #[arg(long, value_enum, default_value_t = EmbeddingsArg::Both)]
     pub embeddings: EmbeddingsArg,
     /// Prompt ids without `--golden` (default: BOS then ids 3..18).
     #[arg(long, value_delimiter = ',')]
@@ -329,17 +281,17 @@ impl Embedder for CheckpointEmbedder {
 }
 
 /// The ids to feed and the reference logits row of each step.
-struct ReferenceRun {
-    ids: Vec<u32>,
+pub struct ReferenceRun {
+    pub ids: Vec<u32>,
     /// How many of `ids` are the prompt.
-    prompt_len: usize,
-    logits: Vec<Vec<f32>>,
-    source: String,
+    pub prompt_len: usize,
+    pub logits: Vec<Vec<f32>>,
+    pub source: String,
     /// Keys of the golden file parity does not read.
-    unused_keys: Vec<String>,
+    pub unused_keys: Vec<String>,
 }
 
-fn golden_reference(path: &Path) -> Result<ReferenceRun> {
+pub(crate) fn golden_reference(path: &Path) -> Result<ReferenceRun> {
     let g = gemma4::golden::Golden::load(path).map_err(|e| UsageError {
         flag: "--golden",
         reason: e.to_string(),
@@ -389,8 +341,8 @@ fn forward_reference(ckpt: &Checkpoint, prompt: &[u32], steps: usize) -> Result<
     })
 }
 
-fn default_tolerance(set: &ChunkSet) -> Tolerance {
-    let cfg = set.config();
+/// The named tolerance of a set: fp32 graphs → fp32, fp16 → fp16, palettized → palettized.
+pub fn default_tolerance(cfg: &ModelConfig) -> Tolerance {
     if cfg.quantization.starts_with("int") {
         Tolerance::Palettized
     } else if cfg.precision.is_fp32() {
@@ -400,33 +352,228 @@ fn default_tolerance(set: &ChunkSet) -> Tolerance {
     }
 }
 
-/// Run the parity check.
-pub fn run(args: &ParityArgs) -> Result<()> {
-    let tolerance = match &args.tolerance {
-        Some(t) => Some(Tolerance::parse(t).ok_or_else(|| UsageError {
+/// True if the set's `model_config.json` names a stateful variant.
+pub fn is_stateful(cfg: &ModelConfig) -> bool {
+    chunkset::Variant::parse(&cfg.variant, None, None).is_ok_and(|v| v.is_stateful())
+}
+
+/// One run of the set (device or exact) against the reference.
+pub struct Run {
+    pub kind: RunKind,
+    pub tolerance: Tolerance,
+    pub metrics: Metrics,
+    /// How the run fed the set, for the text report (may be empty).
+    pub how: String,
+    /// Lines printed before the run's line.
+    pub notes: Vec<String>,
+    /// Fields of the run's JSON report beside the metrics.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Run {
+    /// `Err` says which bound failed.
+    pub fn verdict(&self) -> Result<(), String> {
+        self.tolerance.check(&self.metrics)
+    }
+
+    /// The run's metrics, verdict and extra fields as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let m = &self.metrics;
+        let verdict = self.verdict();
+        let mut v = json!({
+            "embeddings": self.kind.embeddings(),
+            "tolerance": self.tolerance.name(),
+            "positions": m.positions,
+            "top1_agreement": m.top1_agreement,
+            "max_abs_logit_diff": m.max_abs_logit_diff,
+            "mean_abs_logit_diff": m.mean_abs_logit_diff,
+            "mean_kl": m.mean_kl,
+            "token_id_is_argmax": m.token_id_is_argmax,
+            "worst_position": m.worst_position,
+            "pass": verdict.is_ok(),
+            "failure": verdict.as_ref().err(),
+            "per_position": m.per_position,
+        });
+        if let Some(o) = v.as_object_mut() {
+            o.extend(self.extra.clone());
+        }
+        v
+    }
+
+    /// The run's line of the text report.
+    pub fn line(&self, head: &str) -> String {
+        let m = &self.metrics;
+        format!(
+            "{head}: {}: {}{} positions, top-1 {:.1}%, max |Δlogit| {:.3e}, mean |Δlogit| {:.3e}, \
+             mean KL {:.3e} → {} ({})",
+            self.kind.label(),
+            self.how,
+            m.positions,
+            100.0 * m.top1_agreement,
+            m.max_abs_logit_diff,
+            m.mean_abs_logit_diff,
+            m.mean_kl,
+            if self.verdict().is_ok() {
+                "PASS"
+            } else {
+                "FAIL"
+            },
+            self.tolerance.name()
+        )
+    }
+}
+
+/// The embedder of a run: the set's int8 side files, or the checkpoint's exact tables.
+pub fn embedder_for(
+    kind: RunKind,
+    set: &Path,
+    cfg: &ModelConfig,
+    model_dir: &Path,
+) -> Result<Box<dyn Embedder>> {
+    Ok(match kind {
+        RunKind::Device => Box::new(SideFileEmbedder::open(set, cfg)?),
+        RunKind::Exact => Box::new(CheckpointEmbedder::new(Checkpoint::open(model_dir)?)),
+    })
+}
+
+/// The runs of a set and the facts the report heads them with.
+pub struct Runs {
+    pub backend: String,
+    pub runs: Vec<Run>,
+}
+
+/// Print the report of `runs` (one JSON object with `--json`) and turn failures into the error.
+pub fn report(
+    args: &ParityArgs,
+    checked: &CheckedSet,
+    side: &SideReport,
+    reference: &ReferenceRun,
+    runs: &Runs,
+) -> Result<()> {
+    let variant = &checked.config.variant;
+    // the exact run heads the report when there is one (the named tolerance), else the device run
+    let primary = runs
+        .runs
+        .iter()
+        .find(|r| r.kind == RunKind::Exact)
+        .or(runs.runs.first())
+        .context("no run")?;
+    let mut failures: Vec<String> = side.failures.clone();
+    for r in &runs.runs {
+        if let Err(why) = r.verdict() {
+            failures.push(format!(
+                "{} ({} tolerance): {why}",
+                r.kind.label(),
+                r.tolerance.name()
+            ));
+        }
+    }
+    if args.json {
+        let mut v = json!({
+            "variant": variant,
+            "backend": runs.backend,
+            "reference": reference.source,
+            "golden_unused_keys": reference.unused_keys,
+            "verify": crate::verify_cmd::report_json(&args.chunks, &checked.report, checked.seconds),
+            "side_files": side.to_json(),
+        });
+        if let Some(o) = v.as_object_mut() {
+            if let Some(p) = primary.to_json().as_object() {
+                o.extend(p.clone());
+            }
+            if primary.kind == RunKind::Exact
+                && let Some(d) = runs.runs.iter().find(|r| r.kind == RunKind::Device)
+            {
+                o.insert("device".into(), d.to_json());
+            }
+            o.insert("pass".into(), failures.is_empty().into());
+            o.insert("failures".into(), json!(failures));
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        if !reference.unused_keys.is_empty() {
+            println!(
+                "note: the golden's keys {} are not used by parity",
+                reference.unused_keys.join(", ")
+            );
+        }
+        println!(
+            "{}",
+            crate::verify_cmd::summary(&args.chunks, &checked.report, checked.seconds)
+        );
+        println!("{}", side.line());
+        for f in &side.failures {
+            println!("FAIL {f}");
+        }
+        let head = format!(
+            "parity {} ({variant}, {}) vs {}",
+            args.chunks.display(),
+            runs.backend,
+            reference.source
+        );
+        for r in &runs.runs {
+            for n in &r.notes {
+                println!("{n}");
+            }
+            println!("{}", r.line(&head));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CheckFailed(format!("parity: {}", failures.join("; "))).into())
+    }
+}
+
+/// Parse `--tolerance`.
+fn parse_tolerance(t: &Option<String>) -> Result<Option<Tolerance>, UsageError> {
+    match t {
+        Some(t) => Ok(Some(Tolerance::parse(t).ok_or_else(|| UsageError {
             flag: "--tolerance",
             reason: format!("`{t}` is not one of exact, fp32, fp16, palettized"),
-        })?),
-        None => None,
-    };
-    let model_dir = model_source::resolve(&args.model)?;
-    if let Some(turns) = &args.turns {
-        return crate::stateful_cmd::turns(args, &model_dir, turns, tolerance);
+        })?)),
+        None => Ok(None),
     }
+}
+
+/// Run the parity check.
+pub fn run(args: &ParityArgs) -> Result<()> {
+    let tolerance = parse_tolerance(&args.tolerance)?;
+    let model_dir = model_source::resolve(&args.model)?;
+    // the set first: verified under its shared lock (no build replaces it meanwhile)
+    let checked = crate::verify_cmd::check_set(&args.chunks, args.json)?;
     let ckpt =
         Checkpoint::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
-    if !args.chunks.join("model_config.json").is_file() {
+    check_same_model(&ckpt, &checked.config, &args.model)?;
+    let stateful = is_stateful(&checked.config);
+    let named = tolerance.unwrap_or_else(|| default_tolerance(&checked.config));
+    if let Some(turns) = &args.turns {
+        if !stateful {
+            return Err(UsageError {
+                flag: "--turns",
+                reason: format!(
+                    "{} is not a stateful set (cross-turn KV reuse needs --variant stateful or stateful3)",
+                    args.chunks.display()
+                ),
+            }
+            .into());
+        }
+        return crate::stateful_cmd::turns(args, &model_dir, &ckpt, turns, named, &checked);
+    }
+    if args.golden.is_some() && args.reference_weights == ReferenceWeights::Graph {
         return Err(UsageError {
-            flag: "--chunks",
-            reason: format!(
-                "{}: no model_config.json (not a chunk set)",
-                args.chunks.display()
-            ),
+            flag: "--reference-weights",
+            reason: "`graph` applies to the reference forward; drop --golden".into(),
         }
         .into());
     }
-    // read under its shared lock: no build replaces the set meanwhile
-    let _held = mlpackage::publish::read_lock(&args.chunks)?;
+    if !stateful && args.batch.is_some() {
+        return Err(UsageError {
+            flag: "--batch",
+            reason: "applies to stateful sets (--variant stateful, stateful3) only".into(),
+        }
+        .into());
+    }
     let reference = match &args.golden {
         Some(g) => golden_reference(g)?,
         None => {
@@ -449,61 +596,45 @@ pub fn run(args: &ParityArgs) -> Result<()> {
             }
         }
     };
-    if args.golden.is_some() && args.reference_weights == ReferenceWeights::Graph {
-        return Err(UsageError {
-            flag: "--reference-weights",
-            reason: "`graph` applies to the reference forward; drop --golden".into(),
-        }
-        .into());
-    }
-    if crate::stateful_cmd::is_stateful(&args.chunks) {
-        return crate::stateful_cmd::parity(
-            args,
-            &model_dir,
-            &reference.ids,
-            reference.prompt_len,
-            &reference.logits,
-            &reference.source,
-            tolerance,
-        );
-    }
-    if args.batch.is_some() {
-        return Err(UsageError {
-            flag: "--batch",
-            reason: "applies to stateful sets (--variant stateful, stateful3) only".into(),
-        }
-        .into());
-    }
-    let OpenSet {
-        lock: _set_lock,
-        mut set,
-    } = open_set(&args.chunks, args.backend)?;
-    check_same_model(&ckpt, &set, &args.model)?;
-    let tolerance = tolerance.unwrap_or_else(|| default_tolerance(&set));
-    if reference.logits.first().map(Vec::len) != Some(set.config().vocab_size) {
+    let vocab = checked.config.vocab_size;
+    if reference.logits.first().map(Vec::len) != Some(vocab) {
         bail!(UsageError {
             flag: "--golden",
             reason: format!(
-                "reference vocabulary {} does not match the set's {}",
+                "reference vocabulary {} does not match the set's {vocab}",
                 reference.logits.first().map(Vec::len).unwrap_or(0),
-                set.config().vocab_size
             ),
         });
     }
-    let variant = set.config().variant.clone();
-    let backend = set.backend_name().to_string();
-    let side;
-    let exact;
-    let embedder: &dyn Embedder = match args.embeddings {
-        EmbeddingsArg::Checkpoint => {
-            exact = CheckpointEmbedder::new(Checkpoint::open(&model_dir)?);
-            &exact
-        }
-        EmbeddingsArg::Side => {
-            side = SideFileEmbedder::open(&args.chunks, set.config())?;
-            &side
-        }
+    if let Some(&t) = reference.ids.iter().find(|&&t| t as usize >= vocab) {
+        bail!(UsageError {
+            flag: if args.golden.is_some() {
+                "--golden"
+            } else {
+                "--ids"
+            },
+            reason: format!("token {t} is outside the vocabulary ({vocab})"),
+        });
+    }
+    let side = crate::side_check::check(&args.chunks, &checked.config, &ckpt, &reference.ids)?;
+    let runs = if stateful {
+        crate::stateful_cmd::parity_runs(args, &model_dir, &checked.config, &reference, named)?
+    } else {
+        decode_runs(args, &model_dir, &reference, named)?
     };
+    report(args, &checked, &side, &reference, &runs)
+}
+
+/// The runs of a decode set (`decode_q1`, with `--prefill` the prefill chunks first).
+fn decode_runs(
+    args: &ParityArgs,
+    model_dir: &Path,
+    reference: &ReferenceRun,
+    named: Tolerance,
+) -> Result<Runs> {
+    let mut set = ChunkSet::open(&args.chunks, args.backend.kind()?)
+        .with_context(|| format!("loading {}", args.chunks.display()))?;
+    let backend = set.backend_name().to_string();
     let prefill_len = if args.prefill {
         let n = set.load_prefill().map_err(|e| UsageError {
             flag: "--prefill",
@@ -516,109 +647,77 @@ pub fn run(args: &ParityArgs) -> Result<()> {
     } else {
         None
     };
-    let mut cmp = Comparator::new();
-    let mut session = set.session();
-    let mut chunk_ms: BTreeMap<usize, f64> = BTreeMap::new();
-    let mut prefill_report = None;
-    if let Some(m) = prefill_len.filter(|&m| m > 0) {
-        let out = session
-            .prefill(&reference.ids[..m], embedder, true)
-            .with_context(|| format!("prefill of {m} prompt tokens"))?;
-        let got = out
-            .logits
-            .context("the head prefill chunk returned no logits")?;
-        let want = &reference.logits[m - 1];
-        cmp.add_at(m - 1, &got, want, out.token_id as usize);
-        let ms: Vec<f64> = out
-            .chunk_times
+    let mut runs = Vec::new();
+    for kind in args.embeddings.runs() {
+        let cfg = set.config().clone();
+        let embedder = embedder_for(kind, &args.chunks, &cfg, model_dir)?;
+        let embedder = embedder.as_ref();
+        let mut cmp = Comparator::new();
+        let mut session = set.session();
+        let mut chunk_ms: BTreeMap<usize, f64> = BTreeMap::new();
+        let mut extra = serde_json::Map::new();
+        let mut notes = Vec::new();
+        if let Some(m) = prefill_len.filter(|&m| m > 0) {
+            let out = session
+                .prefill(&reference.ids[..m], embedder, true)
+                .with_context(|| format!("{}: prefill of {m} prompt tokens", kind.label()))?;
+            let got = out
+                .logits
+                .context("the head prefill chunk returned no logits")?;
+            let want = &reference.logits[m - 1];
+            cmp.add_at(m - 1, &got, want, out.token_id as usize);
+            let ms: Vec<f64> = out
+                .chunk_times
+                .iter()
+                .map(|d| d.as_secs_f64() * 1e3)
+                .collect();
+            let top1 = mil_runtime::parity::argmax(&got) == mil_runtime::parity::argmax(want);
+            let max = cmp.metrics().max_abs_logit_diff;
+            notes.push(format!(
+                "prefill ({}): {m} prompt tokens in one batched call, position {}: max |Δlogit| \
+                 {max:.3e}, top-1 {}",
+                kind.label(),
+                m - 1,
+                if top1 { "agrees" } else { "differs" },
+            ));
+            extra.insert(
+                "prefill".into(),
+                json!({
+                    "tokens": m,
+                    "position": m - 1,
+                    "max_abs_logit_diff": max,
+                    "top1_agree": top1,
+                    "chunk_ms": ms,
+                }),
+            );
+        } else {
+            extra.insert("prefill".into(), serde_json::Value::Null);
+        }
+        let start = prefill_len.unwrap_or(0);
+        for (p, (&t, want)) in reference
+            .ids
             .iter()
-            .map(|d| d.as_secs_f64() * 1e3)
-            .collect();
-        prefill_report = Some(json!({
-            "tokens": m,
-            "position": m - 1,
-            "max_abs_logit_diff": cmp.metrics().max_abs_logit_diff,
-            "top1_agree": mil_runtime::parity::argmax(&got) == mil_runtime::parity::argmax(want),
-            "chunk_ms": ms,
-        }));
-    }
-    let start = prefill_len.unwrap_or(0);
-    for (p, (&t, want)) in reference
-        .ids
-        .iter()
-        .zip(&reference.logits)
-        .enumerate()
-        .skip(start)
-    {
-        let out = session
-            .step(t, embedder, true)
-            .with_context(|| format!("decode step at position {p}"))?;
-        let got = out.logits.context("the head chunk returned no logits")?;
-        cmp.add_at(p, &got, want, out.token_id as usize);
-        for (i, d) in out.chunk_times.iter().enumerate() {
-            *chunk_ms.entry(i).or_default() += d.as_secs_f64() * 1e3;
+            .zip(&reference.logits)
+            .enumerate()
+            .skip(start)
+        {
+            let out = session
+                .step(t, embedder, true)
+                .with_context(|| format!("{}: decode step at position {p}", kind.label()))?;
+            let got = out.logits.context("the head chunk returned no logits")?;
+            cmp.add_at(p, &got, want, out.token_id as usize);
+            for (i, d) in out.chunk_times.iter().enumerate() {
+                *chunk_ms.entry(i).or_default() += d.as_secs_f64() * 1e3;
+            }
         }
-    }
-    let m = cmp.metrics();
-    let verdict = tolerance.check(&m);
-    if args.json {
-        let v = json!({
-            "variant": variant,
-            "backend": backend,
-            "reference": reference.source,
-            "embeddings": match args.embeddings { EmbeddingsArg::Checkpoint => "checkpoint", EmbeddingsArg::Side => "side" },
-            "tolerance": tolerance.name(),
-            "positions": m.positions,
-            "top1_agreement": m.top1_agreement,
-            "max_abs_logit_diff": m.max_abs_logit_diff,
-            "mean_abs_logit_diff": m.mean_abs_logit_diff,
-            "mean_kl": m.mean_kl,
-            "token_id_is_argmax": m.token_id_is_argmax,
-            "worst_position": m.worst_position,
-            "prefill": prefill_report,
-            "golden_unused_keys": reference.unused_keys,
-            "pass": verdict.is_ok(),
-            "failure": verdict.as_ref().err(),
-            "per_position": m.per_position,
+        runs.push(Run {
+            kind,
+            tolerance: kind.tolerance(named),
+            metrics: cmp.metrics(),
+            how: String::new(),
+            notes,
+            extra,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        if !reference.unused_keys.is_empty() {
-            println!(
-                "note: the golden's keys {} are not used by parity",
-                reference.unused_keys.join(", ")
-            );
-        }
-        if let Some(r) = &prefill_report {
-            println!(
-                "prefill: {} prompt tokens in one batched call, position {}: max |Δlogit| {:.3e}, top-1 {}",
-                r["tokens"],
-                r["position"],
-                r["max_abs_logit_diff"].as_f64().unwrap_or(f64::NAN),
-                if r["top1_agree"] == true {
-                    "agrees"
-                } else {
-                    "differs"
-                },
-            );
-        }
-        println!(
-            "parity {} ({variant}, {backend}) vs {}: {} positions, top-1 {:.1}%, max |Δlogit| {:.3e}, mean |Δlogit| {:.3e}, mean KL {:.3e} → {} ({})",
-            args.chunks.display(),
-            reference.source,
-            m.positions,
-            100.0 * m.top1_agreement,
-            m.max_abs_logit_diff,
-            m.mean_abs_logit_diff,
-            m.mean_kl,
-            if verdict.is_ok() { "PASS" } else { "FAIL" },
-            tolerance.name()
-        );
     }
-    match verdict {
-        Ok(()) => Ok(()),
-        Err(why) => {
-            Err(CheckFailed(format!("parity ({} tolerance): {why}", tolerance.name())).into())
-        }
-    }
+    Ok(Runs { backend, runs })
 }

@@ -19,22 +19,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use gemma4::Checkpoint;
 use mil_runtime::BackendKind;
-use mil_runtime::chunkset::{Embedder, SideFileEmbedder};
+use mil_runtime::chunkset::{ModelConfig, SideFileEmbedder};
 use mil_runtime::parity::{Comparator, Metrics, Tolerance, argmax};
 use mil_runtime::stateful::{RowOutput, SessionOptions, StatefulSet, TurnOutput};
 use serde_json::json;
 
 use crate::bench::BenchArgs;
 use crate::exit::{CheckFailed, UsageError};
-use crate::parity::{CheckpointEmbedder, EmbeddingsArg, ParityArgs};
-
-/// True if `dir/model_config.json` names a stateful variant (an unreadable config is left to the
-/// regular path, which reports it).
-pub fn is_stateful(dir: &Path) -> bool {
-    chunkset::ModelConfig::read(dir).is_ok_and(|c| {
-        chunkset::Variant::parse(&c.variant, None, None).is_ok_and(|v| v.is_stateful())
-    })
-}
+use crate::parity::{ParityArgs, ReferenceRun, Run, RunKind, Runs, embedder_for};
+use crate::verify_cmd::CheckedSet;
 
 fn open(dir: &Path, kind: BackendKind) -> Result<StatefulSet> {
     StatefulSet::open(dir, kind).with_context(|| format!("loading {}", dir.display()))
@@ -66,17 +59,6 @@ fn batch(set: &StatefulSet, explicit: Option<usize>, prefill: bool) -> Result<Op
             .into()),
         },
         None => Ok(None),
-    }
-}
-
-fn default_tolerance(set: &StatefulSet) -> Tolerance {
-    let cfg = set.config();
-    if cfg.quantization.starts_with("int") {
-        Tolerance::Palettized
-    } else if cfg.precision.is_fp32() {
-        Tolerance::Fp32
-    } else {
-        Tolerance::Fp16
     }
 }
 
@@ -126,129 +108,84 @@ fn metrics_json(m: &Metrics, tolerance: Tolerance) -> serde_json::Value {
     })
 }
 
-fn embedder(args: &ParityArgs, model_dir: &Path, set: &StatefulSet) -> Result<Box<dyn Embedder>> {
-    Ok(match args.embeddings {
-        EmbeddingsArg::Checkpoint => {
-            Box::new(CheckpointEmbedder::new(Checkpoint::open(model_dir)?))
-        }
-        EmbeddingsArg::Side => Box::new(SideFileEmbedder::open(&args.chunks, set.config())?),
-    })
-}
-
-fn resolve_tolerance(set: &StatefulSet, tolerance: Option<Tolerance>) -> Tolerance {
-    tolerance.unwrap_or_else(|| default_tolerance(set))
-}
-
-/// `parity` on a stateful set: `ids` (the first `prompt_len` are the prompt) and the reference
-/// logits of every position.
-pub fn parity(
+/// The runs of `parity` on a stateful set: the reference's ids (the first `prompt_len` are the
+/// prompt) replayed through the stateful host, every position compared.
+pub fn parity_runs(
     args: &ParityArgs,
     model_dir: &Path,
-    ids: &[u32],
-    prompt_len: usize,
-    logits: &[Vec<f32>],
-    source: &str,
-    tolerance: Option<Tolerance>,
-) -> Result<()> {
+    cfg: &ModelConfig,
+    reference: &ReferenceRun,
+    named: Tolerance,
+) -> Result<Runs> {
     let mut set = open(&args.chunks, args.backend.kind()?)?;
-    let tolerance = resolve_tolerance(&set, tolerance);
-    if logits.first().map(Vec::len) != Some(set.config().vocab_size) {
-        return Err(UsageError {
-            flag: "--golden",
-            reason: format!(
-                "reference vocabulary {} does not match the set's {}",
-                logits.first().map(Vec::len).unwrap_or(0),
-                set.config().vocab_size
-            ),
-        }
-        .into());
-    }
     let batch = batch(&set, args.batch, args.prefill)?;
-    let emb = embedder(args, model_dir, &set)?;
-    let variant = set.config().variant.clone();
     let backend = set.backend_name().to_string();
     let three = set.is_three_chunk();
-    let mut session = set.session(SessionOptions { batch, fault: None })?;
-    let (turn, rows) = session
-        .replay(&ids[..prompt_len], &ids[prompt_len..], emb.as_ref())
-        .context("running the set")?;
-    let mut cmp = Comparator::new();
-    compare(&mut cmp, &rows, |p| logits.get(p).map(Vec::as_slice))?;
-    let m = cmp.metrics();
-    let verdict = tolerance.check(&m);
-    let pattern = call_pattern(&turn);
-    if args.json {
-        let mut v = metrics_json(&m, tolerance);
-        if let Some(o) = v.as_object_mut() {
-            o.insert("variant".into(), variant.clone().into());
-            o.insert("chunks".into(), if three { 3 } else { 4 }.into());
-            o.insert("backend".into(), backend.clone().into());
-            o.insert("reference".into(), source.into());
-            o.insert("tolerance".into(), tolerance.name().into());
-            o.insert("batch".into(), json!(batch));
-            o.insert(
-                "prompt_calls".into(),
-                json!(
-                    pattern
-                        .iter()
-                        .map(|(t, n)| json!({"t": t, "calls": n}))
-                        .collect::<Vec<_>>()
-                ),
-            );
-            o.insert("head_check".into(), json!(turn.feed.head_check));
-            o.insert("per_position".into(), json!(m.per_position));
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+    let (ids, prompt_len) = (&reference.ids, reference.prompt_len);
+    let mut runs = Vec::new();
+    for kind in args.embeddings.runs() {
+        let emb = embedder_for(kind, &args.chunks, cfg, model_dir)?;
+        let mut session = set.session(SessionOptions { batch, fault: None })?;
+        let (turn, rows) = session
+            .replay(&ids[..prompt_len], &ids[prompt_len..], emb.as_ref())
+            .with_context(|| format!("{}: running the set", kind.label()))?;
+        let mut cmp = Comparator::new();
+        compare(&mut cmp, &rows, |p| {
+            reference.logits.get(p).map(Vec::as_slice)
+        })?;
+        let pattern = call_pattern(&turn);
         let calls: Vec<String> = pattern
             .iter()
             .map(|(t, n)| format!("{n}×{}", mil_runtime::stateful::function_for(*t)))
             .collect();
-        println!(
-            "parity {} ({variant}, {} chunks, {backend}) vs {source}: prompt {prompt_len} tokens in {}, \
-             then {} infer steps: {} positions, top-1 {:.1}%, max |Δlogit| {:.3e}, mean |Δlogit| {:.3e}, \
-             mean KL {:.3e} → {} ({})",
-            args.chunks.display(),
-            if three { 3 } else { 4 },
-            calls.join(" + "),
-            ids.len() - prompt_len,
-            m.positions,
-            100.0 * m.top1_agreement,
-            m.max_abs_logit_diff,
-            m.mean_abs_logit_diff,
-            m.mean_kl,
-            if verdict.is_ok() { "PASS" } else { "FAIL" },
-            tolerance.name()
+        let mut extra = serde_json::Map::new();
+        extra.insert("chunks".into(), if three { 3 } else { 4 }.into());
+        extra.insert("batch".into(), json!(batch));
+        extra.insert(
+            "prompt_calls".into(),
+            json!(
+                pattern
+                    .iter()
+                    .map(|(t, n)| json!({"t": t, "calls": n}))
+                    .collect::<Vec<_>>()
+            ),
         );
+        extra.insert("head_check".into(), json!(turn.feed.head_check));
+        runs.push(Run {
+            kind,
+            tolerance: kind.tolerance(named),
+            metrics: cmp.metrics(),
+            how: format!(
+                "{} chunks, prompt {prompt_len} tokens in {}, then {} infer steps: ",
+                if three { 3 } else { 4 },
+                calls.join(" + "),
+                ids.len() - prompt_len
+            ),
+            notes: Vec::new(),
+            extra,
+        });
     }
-    verdict.map_err(|why| {
-        CheckFailed(format!("parity ({} tolerance): {why}", tolerance.name())).into()
-    })
+    Ok(Runs { backend, runs })
 }
 
-/// `parity --turns FILE`.
+/// One turn of a `--turns` run: name, how it resumed, positions computed, metrics.
+type TurnRow = (String, TurnOutput, usize, Metrics);
+
+/// `parity --turns FILE` (the set already checked): turn 1, then every second turn from turn 1's
+/// states, for each run (device, exact); the side files the turns read are checked first.
 pub fn turns(
     args: &ParityArgs,
     model_dir: &Path,
+    ckpt: &Checkpoint,
     path: &Path,
-    tolerance: Option<Tolerance>,
+    named: Tolerance,
+    checked: &CheckedSet,
 ) -> Result<()> {
     let t = gemma4::golden::Turns::load(path).map_err(|e| UsageError {
         flag: "--turns",
         reason: e.to_string(),
     })?;
-    if !is_stateful(&args.chunks) {
-        return Err(UsageError {
-            flag: "--turns",
-            reason: format!(
-                "{} is not a stateful set (cross-turn KV reuse needs --variant stateful or stateful3)",
-                args.chunks.display()
-            ),
-        }
-        .into());
-    }
     let mut set = open(&args.chunks, args.backend.kind()?)?;
-    let tolerance = resolve_tolerance(&set, tolerance);
     if t.turn1.vocab != set.config().vocab_size {
         return Err(UsageError {
             flag: "--turns",
@@ -260,9 +197,26 @@ pub fn turns(
         }
         .into());
     }
+    let goldens: Vec<&gemma4::Golden> = std::iter::once(&t.turn1)
+        .chain(t.turn2.iter().map(|(_, g)| g))
+        .collect();
+    let ids: Vec<u32> = goldens
+        .iter()
+        .flat_map(|g| g.input_ids.iter().chain(&g.decode_input_ids))
+        .copied()
+        .collect();
+    if let Some(&x) = ids.iter().find(|&&x| x as usize >= set.config().vocab_size) {
+        return Err(UsageError {
+            flag: "--turns",
+            reason: format!(
+                "token {x} is outside the vocabulary ({})",
+                set.config().vocab_size
+            ),
+        }
+        .into());
+    }
+    let side = crate::side_check::check(&args.chunks, &checked.config, ckpt, &ids)?;
     let batch = batch(&set, args.batch, args.prefill)?;
-    let emb = embedder(args, model_dir, &set)?;
-    let mut session = set.session(SessionOptions { batch, fault: None })?;
     let rows_of = |g: &gemma4::Golden| -> Vec<Vec<f32>> {
         g.logits
             .chunks(g.vocab)
@@ -270,87 +224,133 @@ pub fn turns(
             .map(<[f32]>::to_vec)
             .collect()
     };
-    let mut report = Vec::new();
-    let mut failures = Vec::new();
-    let mut run = |name: &str,
-                   g: &gemma4::Golden,
-                   session: &mut mil_runtime::stateful::StatefulSession<'_>|
-     -> Result<()> {
-        let (turn, rows) = session
-            .replay(&g.input_ids, &g.decode_input_ids, emb.as_ref())
-            .with_context(|| format!("turn {name}"))?;
-        let want = rows_of(g);
-        let mut cmp = Comparator::new();
-        compare(&mut cmp, &rows, |p| want.get(p).map(Vec::as_slice))?;
-        let m = cmp.metrics();
-        if let Err(why) = tolerance.check(&m) {
-            failures.push(format!("{name}: {why}"));
+    let mut failures = side.failures.clone();
+    let mut results: Vec<(RunKind, Tolerance, Vec<TurnRow>)> = Vec::new();
+    for kind in args.embeddings.runs() {
+        let tolerance = kind.tolerance(named);
+        let emb = embedder_for(kind, &args.chunks, &checked.config, model_dir)?;
+        let mut session = set.session(SessionOptions { batch, fault: None })?;
+        let mut report: Vec<TurnRow> = Vec::new();
+        let mut run = |name: &str,
+                       g: &gemma4::Golden,
+                       session: &mut mil_runtime::stateful::StatefulSession<'_>|
+         -> Result<()> {
+            let (turn, rows) = session
+                .replay(&g.input_ids, &g.decode_input_ids, emb.as_ref())
+                .with_context(|| format!("{}: turn {name}", kind.label()))?;
+            let want = rows_of(g);
+            let mut cmp = Comparator::new();
+            compare(&mut cmp, &rows, |p| want.get(p).map(Vec::as_slice))?;
+            let m = cmp.metrics();
+            if let Err(why) = tolerance.check(&m) {
+                failures.push(format!(
+                    "{} ({} tolerance), {name}: {why}",
+                    kind.label(),
+                    tolerance.name()
+                ));
+            }
+            report.push((name.to_string(), turn, rows.len(), m));
+            Ok(())
+        };
+        run("turn1", &t.turn1, &mut session)?;
+        let after_turn1 = session.conversation().clone();
+        for (case, g) in &t.turn2 {
+            session.set_conversation(after_turn1.clone())?;
+            run(&format!("turn2.{case}"), g, &mut session)?;
         }
-        report.push((name.to_string(), turn, rows.len(), m));
-        Ok(())
-    };
-    run("turn1", &t.turn1, &mut session)?;
-    let after_turn1 = session.conversation().clone();
-    for (case, g) in &t.turn2 {
-        session.set_conversation(after_turn1.clone())?;
-        run(&format!("turn2.{case}"), g, &mut session)?;
+        results.push((kind, tolerance, report));
     }
+    let results_json = |tolerance: Tolerance, report: &[TurnRow]| -> serde_json::Value {
+        json!(
+            report
+                .iter()
+                .map(|(name, turn, n, m)| {
+                    let mut v = metrics_json(m, tolerance);
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("turn".into(), name.clone().into());
+                        o.insert("common_prefix".into(), turn.common_prefix.into());
+                        o.insert("resumed_at".into(), turn.resumed_at.into());
+                        o.insert("snapshot".into(), json!(turn.snapshot));
+                        o.insert("computed_positions".into(), (*n).into());
+                    }
+                    v
+                })
+                .collect::<Vec<_>>()
+        )
+    };
+    // the exact run heads the report when there is one
+    let primary = results
+        .iter()
+        .position(|r| r.0 == RunKind::Exact)
+        .unwrap_or(0);
     if args.json {
-        let v = json!({
+        let (kind, tolerance, report) = &results[primary];
+        let mut v = json!({
             "turns": path,
             "chunks": args.chunks,
+            "embeddings": kind.embeddings(),
             "tolerance": tolerance.name(),
             "batch": batch,
             "pass": failures.is_empty(),
-            "results": report.iter().map(|(name, turn, n, m)| {
-                let mut v = metrics_json(m, tolerance);
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("turn".into(), name.clone().into());
-                    o.insert("common_prefix".into(), turn.common_prefix.into());
-                    o.insert("resumed_at".into(), turn.resumed_at.into());
-                    o.insert("snapshot".into(), json!(turn.snapshot));
-                    o.insert("computed_positions".into(), (*n).into());
-                }
-                v
-            }).collect::<Vec<_>>(),
+            "failures": failures,
+            "results": results_json(*tolerance, report),
+            "verify": crate::verify_cmd::report_json(&args.chunks, &checked.report, checked.seconds),
+            "side_files": side.to_json(),
         });
+        if *kind == RunKind::Exact
+            && let Some((_, tol, rep)) = results.iter().find(|r| r.0 == RunKind::Device)
+            && let Some(o) = v.as_object_mut()
+        {
+            o.insert(
+                "device".into(),
+                json!({
+                    "embeddings": RunKind::Device.embeddings(),
+                    "tolerance": tol.name(),
+                    "results": results_json(*tol, rep),
+                }),
+            );
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        for (name, turn, n, m) in &report {
-            let how = match (turn.resumed_at, turn.snapshot) {
-                (0, _) => "from position 0".to_string(),
-                (r, Some(q)) => format!(
-                    "rewound to the ring snapshot at {q} (common prefix {}), resumed at {r}",
-                    turn.common_prefix
-                ),
-                (r, None) => format!("common prefix {}, resumed at {r}", turn.common_prefix),
-            };
-            println!(
-                "{name}: {how}; {n} positions computed, top-1 {:.1}%, max |Δlogit| {:.3e} → {}",
-                100.0 * m.top1_agreement,
-                m.max_abs_logit_diff,
-                if tolerance.check(m).is_ok() {
-                    "PASS"
-                } else {
-                    "FAIL"
-                }
-            );
+        println!(
+            "{}",
+            crate::verify_cmd::summary(&args.chunks, &checked.report, checked.seconds)
+        );
+        println!("{}", side.line());
+        for (kind, tolerance, report) in &results {
+            println!("{}:", kind.label());
+            for (name, turn, n, m) in report {
+                let how = match (turn.resumed_at, turn.snapshot) {
+                    (0, _) => "from position 0".to_string(),
+                    (r, Some(q)) => format!(
+                        "rewound to the ring snapshot at {q} (common prefix {}), resumed at {r}",
+                        turn.common_prefix
+                    ),
+                    (r, None) => format!("common prefix {}, resumed at {r}", turn.common_prefix),
+                };
+                println!(
+                    "{name}: {how}; {n} positions computed, top-1 {:.1}%, max |Δlogit| {:.3e} → {} ({})",
+                    100.0 * m.top1_agreement,
+                    m.max_abs_logit_diff,
+                    if tolerance.check(m).is_ok() {
+                        "PASS"
+                    } else {
+                        "FAIL"
+                    },
+                    tolerance.name()
+                );
+            }
         }
     }
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(CheckFailed(format!(
-            "two-turn parity ({} tolerance): {}",
-            tolerance.name(),
-            failures.join("; ")
-        ))
-        .into())
+        Err(CheckFailed(format!("two-turn parity: {}", failures.join("; "))).into())
     }
 }
 
-/// `bench` on a stateful set.
-pub fn bench(args: &BenchArgs) -> Result<()> {
+/// `bench` on a stateful set (already checked, `_checked` holds its shared lock).
+pub fn bench(args: &BenchArgs, _checked: &CheckedSet) -> Result<()> {
     let t_load = Instant::now();
     let mut set = open(&args.chunks, args.backend.kind()?)?;
     let load_s = t_load.elapsed().as_secs_f64();

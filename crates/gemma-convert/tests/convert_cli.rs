@@ -121,8 +121,11 @@ fn a_perturbed_weight_fails_parity() {
         .status
         .success()
     );
-    // Scale one weight blob of chunk2 (the first fp32 blob after the header) by 1.5.
+    // Scale one weight blob of chunk2 (the first fp32 blob after the header) by 1.5, and record
+    // the new bytes in the manifest (as a build that wrote them would): verify passes, the logits
+    // do not.
     perturb_blob(&out, "chunk2", 0);
+    rehash(&out);
     let o = run(&[
         "parity",
         "--model",
@@ -135,7 +138,16 @@ fn a_perturbed_weight_fails_parity() {
         "fp32",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("FAIL"), "{}", text(&o));
+    assert!(text(&o).contains("FAIL (fp32)"), "{}", text(&o));
+    assert!(text(&o).contains(": PASS ("), "verify passes: {}", text(&o));
+}
+
+/// Rewrite the manifest's file list with the files as they are now (what a build that wrote these
+/// bytes would have recorded), so that only the numeric check can see a perturbation.
+fn rehash(set: &Path) {
+    let mut m = chunkset::ChunkSetManifest::read(set).unwrap();
+    m.files = chunkset::hash_tree(set).unwrap();
+    std::fs::write(set.join("manifest.json"), m.to_json().unwrap()).unwrap();
 }
 
 /// Scale the `index`-th (fp32) weight blob of `pkg`'s weight.bin by 1.5 (records: 64-byte header,
@@ -244,6 +256,7 @@ fn prefill_parity_checks_the_batched_prompt_and_the_written_back_caches() {
     // weight file is a copy of chunk2's, byte for byte; blob 0, the first norm's `layer_norm`
     // gamma, is changed in the prefill package only.)
     perturb_blob(&whole, "prefill_chunk2", 0);
+    rehash(&whole);
     let o = parity_json(&m, &whole, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let o = parity_json(&m, &whole, &["--prefill"]);
