@@ -15,7 +15,8 @@
 //! the E2B entries, the tokenizer files of `hf_model/`); a decode/prefill pair the downloader
 //! hard-links whose `weight.bin` differ (the device would run prefill with the decode chunk's
 //! weights); a chunk 1 whose `causal_mask_full` disagrees with `context_length` (the downloader
-//! deletes such an install). Refused while copying, leaving nothing: a file that no longer matches
+//! deletes such an install); then a set that fails `verify` (`mil_runtime::verify`: files, config,
+//! packages' I/O, side files). Refused while copying, leaving nothing: a file that no longer matches
 //! the set's manifest; a bundle that does not read back (`mlpackage::read_model`).
 //!
 //! Output goes through `mlpackage::publish` (target guard, lock, staging, atomic swap), and the set
@@ -529,6 +530,9 @@ pub fn run(args: &PublishArgs) -> Result<()> {
     }
     let _read = mlpackage::publish::read_lock(&args.set)?;
     let plan = plan(&args.set)?;
+    // what the downloader cannot use is refused above with its reason; then the set must be what
+    // its manifest and model_config.json say (`gemma-convert verify`)
+    crate::verify_cmd::check_publishable(&args.set)?;
     let revision = args
         .revision
         .clone()

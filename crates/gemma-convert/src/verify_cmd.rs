@@ -124,6 +124,39 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     }
 }
 
+/// Check the set at `dir` before `publish` copies it (its shared lock already held): the set must
+/// pass [`verify_set`] — sizes and structure of everything, sha256 of the files up to 1 MB (every
+/// file `publish` copies has its sha256 compared while it is copied). A set that fails is not
+/// publishable input: exit 2, every finding listed on stderr.
+pub fn check_publishable(dir: &Path) -> Result<()> {
+    let opts = VerifyOptions {
+        hashes: HashPolicy::UpTo(1 << 20),
+        ..VerifyOptions::default()
+    };
+    let r = verify_set(dir, &opts).map_err(|e| unverifiable("SET", e))?;
+    if r.pass() {
+        return Ok(());
+    }
+    for x in &r.findings {
+        eprintln!("FAIL {x}");
+    }
+    let n = r.findings.len();
+    Err(UsageError {
+        flag: "SET",
+        reason: format!(
+            "{} fails verify: it changed after it was built or is damaged ({n} problem{}, listed \
+             above; the first: {})",
+            dir.display(),
+            if n == 1 { "" } else { "s" },
+            r.findings
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ),
+    }
+    .into())
+}
+
 /// A set that passed [`check_set`]: its shared lock (held while it is used), its config and the
 /// verify report.
 pub struct CheckedSet {

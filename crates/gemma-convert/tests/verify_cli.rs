@@ -474,3 +474,27 @@ fn stateful_readers_take_the_shared_lock() {
     }
     drop(f);
 }
+
+#[test]
+fn publish_refuses_a_set_that_fails_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = tmp.path().join("set");
+    build(
+        &model("tiny-pal"),
+        &set,
+        &["--variant", "stateful3", "--format", "mlmodelc"],
+    );
+    let o = run(&["publish", s(&set), "--out", s(&tmp.path().join("ok"))]);
+    assert!(o.status.success(), "{}", text(&o));
+    // a RoPE table of half the rows, recorded in the manifest: every byte publish copies matches
+    // the manifest, but the device would read past the table
+    halve_npy_rows(&set.join("cos_sliding.npy"));
+    rehash(&set);
+    let out = tmp.path().join("out");
+    let o = run(&["publish", s(&set), "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    for n in ["fails verify", "cos_sliding.npy", "rows"] {
+        assert!(text(&o).contains(n), "{n}: {}", text(&o));
+    }
+    assert!(!out.exists());
+}
