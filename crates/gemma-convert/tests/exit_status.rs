@@ -145,6 +145,14 @@ impl Env {
     }
 }
 
+/// Record the files of `set` as they are now in its manifest (as a build that wrote them would), so
+/// that only a check other than the sha256 comparison can see an edit.
+fn rehash(set: &Path) {
+    let mut m = chunkset::ChunkSetManifest::read(set).unwrap();
+    m.files = chunkset::hash_tree(set).unwrap();
+    std::fs::write(set.join("manifest.json"), m.to_json().unwrap()).unwrap();
+}
+
 fn build_args(m: &str, out: &str, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = ["--model", m, "--ctx", "64", "--out", out, "--quiet"]
         .iter()
@@ -218,6 +226,7 @@ fn every_exit_path() {
             vec!["PASS"],
         ),
         ("compare identical", v(&["compare", &set, &set]), 0, vec![]),
+        ("verify passes", v(&["verify", &set]), 0, vec!["PASS"]),
         ("inspect", v(&["inspect", &set]), 0, vec![]),
         (
             "bench",
@@ -244,11 +253,63 @@ fn every_exit_path() {
             "parity fails",
             parity_args(
                 &tiny,
-                &env.set_copy("perturbed", |d| perturb(d, "chunk2")),
+                &env.set_copy("perturbed", |d| {
+                    perturb(d, "chunk2");
+                    rehash(d)
+                }),
                 &["--golden", &golden("tiny-e2b"), "--tolerance", "fp32"],
             ),
             1,
-            vec!["FAIL"],
+            vec!["FAIL (fp32)"],
+        ),
+        (
+            "parity: a side file unlike the checkpoint",
+            parity_args(
+                &tiny,
+                &env.set_copy("ple-norm", |d| {
+                    let p = d.join("per_layer_norm_weight.bin");
+                    let n = std::fs::metadata(&p).unwrap().len() as usize;
+                    std::fs::write(&p, vec![0u8; n]).unwrap();
+                    rehash(d)
+                }),
+                &["--golden", &golden("tiny-e2b"), "--tolerance", "fp32"],
+            ),
+            1,
+            vec!["per_layer_norm_weight.bin"],
+        ),
+        (
+            "parity: the set fails verify",
+            parity_args(
+                &tiny,
+                &env.set_copy("ctx-claim", |d| {
+                    let p = d.join("model_config.json");
+                    let t = std::fs::read_to_string(&p).unwrap();
+                    std::fs::write(
+                        &p,
+                        t.replace("\"context_length\": 64", "\"context_length\": 640"),
+                    )
+                    .unwrap();
+                    rehash(d)
+                }),
+                &[],
+            ),
+            1,
+            vec!["model_config.json", "context_length"],
+        ),
+        (
+            "verify: a file unlike the manifest",
+            v(&[
+                "verify",
+                &env.set_copy("bit", |d| {
+                    let wb = d.join("chunk2.mlpackage/Data/com.apple.CoreML/weights/weight.bin");
+                    let mut b = std::fs::read(&wb).unwrap();
+                    let data = u64::from_le_bytes(b[64 + 16..64 + 24].try_into().unwrap()) as usize;
+                    b[data] ^= 1;
+                    std::fs::write(&wb, b).unwrap();
+                }),
+            ]),
+            1,
+            vec!["weight.bin", "sha256"],
         ),
         (
             "compare differs",
@@ -427,6 +488,24 @@ fn every_exit_path() {
             parity_args(&tiny, &env.path(""), &[]),
             2,
             vec!["model_config.json"],
+        ),
+        (
+            "parity: a side file missing",
+            parity_args(
+                &tiny,
+                &env.set_copy("no-embed", |d| {
+                    std::fs::remove_file(d.join("embed_tokens_q8.bin")).unwrap()
+                }),
+                &[],
+            ),
+            2,
+            vec!["embed_tokens_q8.bin", "missing"],
+        ),
+        (
+            "verify: not a set",
+            v(&["verify", &env.path("")]),
+            2,
+            vec!["manifest.json"],
         ),
         (
             "OUT not ours",
