@@ -7,7 +7,7 @@ use chunkset::model_config::{ARCHITECTURE, COMPUTE_UNITS, PREFILL_SLIDING_MASK, 
 use chunkset::names::HF_MODEL_DIR;
 use chunkset::{
     BuildSpec, ChunkRange, ChunkSetManifest, ChunkSpec, ContractError, FunctionKind, IoContract,
-    IoDType, KindIo, KvSlot, LayerKind, MODEL_CONFIG_NAME, ModelConfig, Precision, VERIFY_FN,
+    IoDType, KindIo, KvSlot, LayerKind, MODEL_CONFIG_NAME, ModelConfig, Precision, Taps, VERIFY_FN,
     Variant,
 };
 use std::collections::BTreeSet;
@@ -453,7 +453,7 @@ pub(super) fn check(
                 .iter()
                 .map(|c| (c.name.clone(), c.layers[0]..c.layers[1]))
                 .collect();
-            let io = io_contract(cfg);
+            let io = io_contract(cfg, spec.taps);
             for (i, (c, s)) in pc.iter().zip(specs(cfg, &cuts)).enumerate() {
                 f.differ(
                     MC,
@@ -481,8 +481,8 @@ pub(super) fn check(
     check_hf_config(dir, cfg, manifest, present_files, f);
 }
 
-/// The I/O contract of the set `cfg` describes.
-pub(super) fn io_contract(cfg: &ModelConfig) -> IoContract {
+/// The I/O contract of the set `cfg` describes, with the optional outputs `taps` its build recorded.
+pub(super) fn io_contract(cfg: &ModelConfig, taps: Taps) -> IoContract {
     let kind = |k: LayerKind| {
         let here = present(cfg, k);
         let head = match k {
@@ -513,6 +513,9 @@ pub(super) fn io_contract(cfg: &ModelConfig) -> IoContract {
         full,
         sliding_producer: producer(cfg, LayerKind::Sliding),
         full_producer: producer(cfg, LayerKind::Full),
+        vocab: cfg.vocab_size,
+        num_layers: cfg.num_layers,
+        taps,
     }
 }
 
@@ -573,7 +576,7 @@ pub(super) fn derive(cfg: &ModelConfig, spec: &BuildSpec, f: &mut Findings) -> O
         return None;
     }
     Some(Derived {
-        io: io_contract(cfg),
+        io: io_contract(cfg, spec.taps),
         chunks,
         functions: spec.functions.chunk_functions(&spec.variant),
         prefill,
