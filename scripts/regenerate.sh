@@ -25,8 +25,7 @@
 #
 # Exit status: 0 done (and identical to $PREVIOUS when given), 1 the published set differs from
 # $PREVIOUS or a check failed, 2 bad input (from gemma-convert, or a bad setting here). The
-# comparison report is $WORK/compare.json. `verify` runs when the binary has that subcommand and
-# is skipped, with a note, when it does not.
+# comparison report is $WORK/compare.json.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -107,12 +106,8 @@ cmd_finish() {
     [ ${#parts[@]} -gt 0 ] || die "no parts in $WORK/parts (run \`$0 part NAME\` first)"
     echo "== assemble (${#parts[@]} parts)"
     gc assemble --out "$WORK/set" --force "${parts[@]}"
-    if gc verify --help >/dev/null 2>&1; then
-        echo "== verify"
-        gc verify "$WORK/set"
-    else
-        echo "== verify: skipped (this gemma-convert has no verify subcommand)"
-    fi
+    echo "== verify"
+    gc verify "$WORK/set"
     echo "== publish"
     local repo=()
     [ -z "$HF_REPO" ] || repo=(--hf-repo "$HF_REPO")
