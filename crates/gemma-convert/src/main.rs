@@ -10,6 +10,7 @@ mod bench;
 mod build_cmd;
 mod compile;
 mod exit;
+mod fidelity;
 mod inspect;
 mod model_source;
 mod parity;
@@ -53,6 +54,10 @@ enum Command {
     /// Check a chunk set against its manifest, its model_config.json and the contract (files,
     /// sha256, packages and their I/O, side files); nothing is run.
     Verify(verify_cmd::VerifyArgs),
+    /// fp16 fidelity: many sequences vs an fp64 HF forward, paired with HF's own fp16.
+    Fidelity(fidelity::FidelityArgs),
+    /// Write the checkpoint of exactly the weights a set's graphs compute with.
+    GraphWeights(fidelity::GraphWeightsArgs),
     /// Print a package's (or set's) functions, I/O, op counts and weight storage.
     Inspect(inspect::InspectArgs),
     /// Compare two chunk sets file by file (sha256).
@@ -136,6 +141,8 @@ fn main() -> ExitCode {
         Some(Command::Parity(a)) => parity::run(a),
         Some(Command::Bench(a)) => bench::run(a),
         Some(Command::Verify(a)) => verify_cmd::run(a),
+        Some(Command::Fidelity(a)) => fidelity::run(a),
+        Some(Command::GraphWeights(a)) => fidelity::graph_weights(a),
         Some(Command::Inspect(a)) => inspect::run(a),
         Some(Command::Compare(a)) => sets::compare(a),
         Some(Command::Assemble(a)) => sets::assemble(a),

@@ -219,20 +219,27 @@ fn graph_weights_checkpoint(
     ckpt: &Checkpoint,
     set: &Path,
 ) -> Result<(tempfile::TempDir, Checkpoint)> {
+    let tmp = tempfile::tempdir().context("temporary directory")?;
+    write_graph_weights(ckpt, set, tmp.path())?;
+    let c = Checkpoint::open(tmp.path()).context("opening the graph-weights checkpoint")?;
+    Ok((tmp, c))
+}
+
+/// Write the checkpoint of exactly the weights `set`'s graphs compute with into the existing,
+/// empty directory `out` (build settings from the set's manifest).
+pub(crate) fn write_graph_weights(ckpt: &Checkpoint, set: &Path, out: &Path) -> Result<()> {
     let m = chunkset::ChunkSetManifest::read(set).map_err(|e| UsageError {
         flag: "--reference-weights",
         reason: format!("graph weights need the set's manifest.json: {e}"),
     })?;
     let spec = &m.build.spec;
-    let tmp = tempfile::tempdir().context("temporary directory")?;
     gemma4_export::dequant::write_graph_weights_checkpoint(
         ckpt,
         spec.compression,
         spec.precision.is_fp32(),
-        tmp.path(),
+        out,
     )?;
-    let c = Checkpoint::open(tmp.path()).context("opening the graph-weights checkpoint")?;
-    Ok((tmp, c))
+    Ok(())
 }
 
 /// Exact embeddings from the checkpoint: `embed_tokens[t]·√H` and `embed_tokens_per_layer[t]·√P`

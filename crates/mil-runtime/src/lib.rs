@@ -15,6 +15,8 @@
 //!   carried across calls and shared by the functions of a package);
 //! * [`stateful`]: the host loop of stateful chunk sets (`Gemma4StatefulEngine`'s), with
 //!   batched prefill and cross-turn KV reuse;
+//! * [`parity`] / [`fidelity`]: logit metrics and named tolerances; the many-sequence statistics
+//!   of the fp16 fidelity benchmark (intervals, paired ratios, the CI gate);
 //! * `coreml` (Apple targets, feature `coreml`): the Core ML backend.
 //!
 //! Architecture invariant: this crate never sees `gemma4`; it only knows MIL programs (built in
@@ -23,6 +25,7 @@
 pub mod backend;
 pub mod chunkset;
 pub mod error;
+pub mod fidelity;
 pub mod interp;
 pub mod logits;
 pub(crate) mod npy;
