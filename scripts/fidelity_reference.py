@@ -29,6 +29,20 @@ sha256(model key ‖ sequences); an existing file with the same key is reused (`
     fp64_logits     f32 [N, S, V]  the fp64 forward, rounded to f32 (|error| ≤ 2^-24 relative)
     hf_fp16_logits  f16 [N, S, V]  HF's fp16 forward (its own fp16 output, stored exactly)
 
+    hf_fp16_kl      f32 [N, S]     HF fp16's figures at every position against the fp64 logits as
+    hf_fp16_mean_abs f32 [N, S]    stored (f32): KL(P_fp64 ‖ Q_hf16) in nats, mean |Δlogit| over the
+    hf_fp16_top1    i64 [N, S]     vocabulary, argmax agreement (first index on ties) — the formulas
+                                   of mil_runtime::parity::Comparator, which `gemma-convert fidelity`
+                                   checks against the logits when both are present
+
+`--gate K` writes the CI gate's fixture instead (fixtures/fidelity/, see
+crates/gemma-convert/tests/fidelity_gate.rs): `input_ids`, the three `hf_fp16_*` figures and
+`fp64_sample_logits f32 [K, S, V]` (the fp64 logits of the first K sequences) — a few hundred KB for
+N = 200, S = 48. CI recomputes the fp64 logits of every sequence with the numpy forward of
+scripts/fidelity_fp64.py, which checks itself against the sample. Every run of this script also
+compares that numpy forward with the torch fp64 logits of all N sequences and records the largest
+difference (`numpy_fp64_vs_torch_max_abs`; it refuses to write above 1e-9).
+
 Metadata: `model_sha256` (see `model_key`), `sequences_sha256` (of input_ids as little-endian
 i64), seed, sizes, versions, the fp16 attention implementation and the fp64 patches.
 
@@ -204,6 +218,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "target" / "fidelity", help="cache directory")
     p.add_argument("--name", help="file name prefix (default: the model directory's name)")
     p.add_argument("--force", action="store_true", help="recompute even if the cache file exists")
+    p.add_argument("--gate", type=int, metavar="K", help="write the CI gate fixture with K sample sequences (see above)")
     args = p.parse_args()
     if args.sequences < 1 or args.length < 2:
         sys.exit("--sequences must be >= 1 and --length >= 2")
@@ -221,7 +236,10 @@ def main() -> None:
     skey = hashlib.sha256(ids_bytes).hexdigest()
     key = hashlib.sha256((mkey + skey).encode()).hexdigest()[:16]
     name = args.name or model_dir.name
-    out = args.out / f"{name}-n{args.sequences}-s{args.length}-seed{args.seed}-{key}.safetensors"
+    if args.gate is not None and not 1 <= args.gate <= args.sequences:
+        sys.exit("--gate K needs 1 <= K <= --sequences")
+    tag = "-gate" if args.gate else ""
+    out = args.out / f"{name}{tag}-n{args.sequences}-s{args.length}-seed{args.seed}-{key}.safetensors"
     if out.exists() and not args.force:
         print(f"cached: {out}")
         return
@@ -246,11 +264,23 @@ def main() -> None:
 
     if not torch.isfinite(hf16).all():
         sys.exit("HF fp16 logits are not finite")
-    kl = (
-        torch.softmax(ref, -1) * (torch.log_softmax(ref, -1) - torch.log_softmax(hf16.double(), -1))
-    ).sum(-1)
+    # the independent numpy fp64 forward of the CI gate, held to torch's on every sequence
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from fidelity_fp64 import Gemma4Fp64
+
+    npf = Gemma4Fp64(model_dir)
+    np_err = max(float(np.abs(npf.forward(seq.numpy()) - ref[i].numpy()).max()) for i, seq in enumerate(ids))
+    if not np_err <= 1e-9:
+        sys.exit(f"numpy fp64 forward differs from torch fp64 by {np_err:.3e} (> 1e-9)")
+    # HF fp16's figures against the fp64 logits as stored (f32), Comparator's formulas
+    ref32 = ref.to(torch.float32).double()
+    lp = torch.log_softmax(ref32, -1)
+    kl = (lp.exp() * (lp - torch.log_softmax(hf16.double(), -1))).sum(-1).clamp_min(0.0)
+    mean_abs = (hf16.double() - ref32).abs().mean(-1)
+    top1 = (hf16.argmax(-1) == ref32.argmax(-1)).to(torch.int64)
     meta = {
         "generator": "scripts/fidelity_reference.py",
+        "numpy_fp64_vs_torch_max_abs": f"{np_err:.3e}",
         "model": name,
         "model_sha256": mkey,
         "sequences_sha256": skey,
@@ -270,25 +300,30 @@ def main() -> None:
         "hf_fp16_attn_implementation": str(attn16),
         "forward": "one teacher-forced forward per sequence, batch 1, use_cache=False",
     }
+    tensors = {
+        "input_ids": ids.contiguous(),
+        "hf_fp16_kl": kl.to(torch.float32).contiguous(),
+        "hf_fp16_mean_abs": mean_abs.to(torch.float32).contiguous(),
+        "hf_fp16_top1": top1.contiguous(),
+    }
+    if args.gate:
+        tensors["fp64_sample_logits"] = ref[: args.gate].to(torch.float32).contiguous()
+        meta["gate_sample_sequences"] = str(args.gate)
+    else:
+        tensors["fp64_logits"] = ref.to(torch.float32).contiguous()
+        tensors["hf_fp16_logits"] = hf16.to(torch.float16).contiguous()
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial")
-    save_file(
-        {
-            "input_ids": ids.contiguous(),
-            "fp64_logits": ref.to(torch.float32).contiguous(),
-            "hf_fp16_logits": hf16.to(torch.float16).contiguous(),
-        },
-        str(tmp),
-        metadata=meta,
-    )
+    save_file(tensors, str(tmp), metadata=meta)
     back = load_file(str(tmp))
     assert torch.equal(back["input_ids"], ids)
     tmp.replace(out)
     print(
         f"{out}: N={args.sequences} S={args.length} V={vocab}; HF fp16 ({attn16}) vs fp64: "
-        f"mean KL {kl.mean().item():.5f}, mean |Δlogit| {(hf16.double() - ref).abs().mean().item():.4f}, "
-        f"top-1 {(hf16.argmax(-1) == ref.argmax(-1)).double().mean().item() * 100:.1f}%; "
+        f"mean KL {kl.mean().item():.5f}, mean |Δlogit| {mean_abs.mean().item():.4f}, "
+        f"top-1 {top1.double().mean().item() * 100:.1f}%; "
         f"fp64 patches moved logits by {islands:.1e}"
+        + f"; numpy fp64 vs torch fp64 {np_err:.1e}"
     )
 
 

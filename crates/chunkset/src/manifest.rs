@@ -75,6 +75,10 @@ pub struct BuildSpec {
     pub forms: GraphForms,
     /// Optional outputs ([`Taps`]); recorded when any.
     pub taps: Taps,
+    /// Numerics choices of the graphs when not the exporter's default (the spelling of
+    /// `gemma4_export::Numerics`, e.g. `norm-gain=multiply,layer-scalar=multiply`; a developer
+    /// option measured with `gemma-convert fidelity`). `None` for every product build.
+    pub numerics: Option<String>,
 }
 
 impl BuildSpec {
@@ -146,6 +150,8 @@ struct BuildFactsRecord {
     forms: GraphForms,
     #[serde(default, skip_serializing_if = "Taps::is_none")]
     taps: Taps,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    numerics: Option<String>,
 }
 
 impl From<BuildFacts> for BuildFactsRecord {
@@ -171,6 +177,7 @@ impl From<BuildFacts> for BuildFactsRecord {
             format: s.format,
             forms: s.forms,
             taps: s.taps,
+            numerics: s.numerics,
         }
     }
 }
@@ -193,6 +200,7 @@ impl TryFrom<BuildFactsRecord> for BuildFacts {
                 format: r.format,
                 forms: r.forms,
                 taps: r.taps,
+                numerics: r.numerics,
             },
             sliding_producer: r.sliding_producer,
             full_producer: r.full_producer,

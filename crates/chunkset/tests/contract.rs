@@ -186,6 +186,7 @@ fn manifest() -> ChunkSetManifest {
                 format: chunkset::OutputFormat::Both,
                 forms: "softmax=native,gqa=repeat".parse().unwrap(),
                 taps: "eagle3".parse().unwrap(),
+                numerics: Some("norm-gain=multiply,layer-scalar=multiply".into()),
             },
             sliding_producer: Some(3),
             full_producer: None,

@@ -107,6 +107,11 @@ pub struct BuildArgs {
     /// verify function); comma-separated.
     #[arg(long)]
     pub taps: Option<String>,
+    /// Developer flag (docs/FIDELITY.md): numerics choices of the graphs, e.g.
+    /// `norm-gain=multiply` or `layer-scalar=multiply`, to measure them with
+    /// `gemma-convert fidelity`. Product builds leave it unset.
+    #[arg(long, hide = true)]
+    pub numerics: Option<String>,
 }
 
 /// Progress on stderr: one spinner per phase, a line with its time when it ends.
@@ -259,6 +264,17 @@ impl BuildArgs {
             format,
             forms,
             taps,
+            numerics: match &self.numerics {
+                None => None,
+                Some(n) => {
+                    let parsed =
+                        gemma4_export::Numerics::parse(n).map_err(|reason| UsageError {
+                            flag: "--numerics",
+                            reason,
+                        })?;
+                    (!parsed.is_default()).then(|| parsed.name())
+                }
+            },
         })
     }
 
@@ -318,6 +334,9 @@ pub fn canonical_command(spec: &BuildSpec) -> Vec<String> {
     ]
     .map(String::from)
     .into();
+    if let Some(n) = &spec.numerics {
+        c.extend(["--numerics".into(), n.clone()]);
+    }
     match spec.variant {
         Variant::Wfa { fw } => c.extend(["--fw".into(), fw.to_string()]),
         Variant::Flash { block } => c.extend(["--flash-block".into(), block.to_string()]),

@@ -1,7 +1,9 @@
 //! `gemma-convert fidelity`: the fp16 fidelity benchmark (docs/FIDELITY.md).
 //!
 //! Runs every sequence of a reference file (made by `scripts/fidelity_reference.py`: N seeded random
-//! sequences with the logits of an fp64 HF forward and of HF's own fp16 forward at every position)
+//! sequences with the logits of an fp64 HF forward and of HF's own fp16 forward at every position,
+//! and HF fp16's figures per position; the CI gate's references carry the figures only, their fp64
+//! logits recomputed by `scripts/fidelity_fp64.py`)
 //! through the chunk set's host decode loop (a fresh session per sequence, one `decode_q1` step per
 //! token), and compares our logits and HF fp16's with the fp64 ones at every position: mean KL
 //! (fp64 as P), mean |Δlogit| and top-1 agreement per sequence, then means with 95 % intervals
@@ -111,6 +113,13 @@ pub fn model_key(dir: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// HF fp16's figures at every position (`[N·S]` row-major), as the reference file states them.
+struct HfFigures {
+    kl: Vec<f32>,
+    mean_abs: Vec<f32>,
+    top1: Vec<i64>,
+}
+
 /// A loaded reference file.
 struct Reference {
     n: usize,
@@ -118,8 +127,11 @@ struct Reference {
     v: usize,
     ids: Vec<u32>,
     fp64: Vec<f32>,
-    hf16: Vec<f32>,
-    model_sha256: String,
+    /// HF's fp16 logits (full references).
+    hf16: Option<Vec<f32>>,
+    /// HF's fp16 figures per position (every reference written by the current script; the only
+    /// HF data of the CI gate's references).
+    hf_figures: Option<HfFigures>,
     meta: std::collections::BTreeMap<String, String>,
 }
 
@@ -130,11 +142,28 @@ fn bad_reference(path: &Path, reason: impl std::fmt::Display) -> UsageError {
     }
 }
 
-fn load_reference(path: &Path) -> Result<Reference> {
+/// Load a reference computed from the checkpoint whose [`model_key`] is `key`.
+fn load_reference(path: &Path, key: &str, model: &Path) -> Result<Reference> {
     let f = StFile::open(path).map_err(|e| bad_reference(path, e))?;
-    let (ishape, ids) = f
-        .read_i64("input_ids")
-        .map_err(|e| bad_reference(path, e))?;
+    let bad = |e: gemma4::Error| bad_reference(path, e);
+    let stated = f
+        .metadata()
+        .get("model_sha256")
+        .cloned()
+        .unwrap_or_default();
+    if stated != key {
+        return Err(bad_reference(
+            path,
+            format!(
+                "computed from another checkpoint (model_sha256 {}…, {} has {}…)",
+                stated.get(..12).unwrap_or("none"),
+                model.display(),
+                &key[..12]
+            ),
+        )
+        .into());
+    }
+    let (ishape, ids) = f.read_i64("input_ids").map_err(bad)?;
     let [n, s] = ishape[..] else {
         return Err(bad_reference(
             path,
@@ -145,21 +174,63 @@ fn load_reference(path: &Path) -> Result<Reference> {
     if n == 0 || s == 0 {
         return Err(bad_reference(path, "no sequences").into());
     }
-    let (fshape, fp64) = f
-        .read_f32("fp64_logits")
-        .map_err(|e| bad_reference(path, e))?;
-    let (hshape, hf16) = f
-        .read_f32("hf_fp16_logits")
-        .map_err(|e| bad_reference(path, e))?;
+    let has = |name: &str| f.entries().contains_key(name);
+    if !has("fp64_logits") {
+        return Err(bad_reference(
+            path,
+            "no fp64_logits (a CI gate fixture? complete it with scripts/fidelity_fp64.py)",
+        )
+        .into());
+    }
+    let (fshape, fp64) = f.read_f32("fp64_logits").map_err(bad)?;
     let v = fshape.get(2).copied().unwrap_or(0);
-    for (name, shape) in [("fp64_logits", &fshape), ("hf_fp16_logits", &hshape)] {
-        if shape[..] != [n, s, v] || v == 0 {
+    if fshape[..] != [n, s, v] || v == 0 {
+        return Err(bad_reference(
+            path,
+            format!("fp64_logits has shape {fshape:?}, expected [{n}, {s}, V]"),
+        )
+        .into());
+    }
+    let hf16 = if has("hf_fp16_logits") {
+        let (hshape, hf16) = f.read_f32("hf_fp16_logits").map_err(bad)?;
+        if hshape != fshape {
             return Err(bad_reference(
                 path,
-                format!("{name} has shape {shape:?}, expected [{n}, {s}, V] like fp64_logits"),
+                format!("hf_fp16_logits has shape {hshape:?}, fp64_logits {fshape:?}"),
             )
             .into());
         }
+        Some(hf16)
+    } else {
+        None
+    };
+    let hf_figures = if has("hf_fp16_kl") {
+        let per_position = |name: &str, shape: Vec<usize>| -> Result<()> {
+            if shape[..] != [n, s] {
+                return Err(bad_reference(
+                    path,
+                    format!("{name} has shape {shape:?}, expected [{n}, {s}]"),
+                )
+                .into());
+            }
+            Ok(())
+        };
+        let (ks, kl) = f.read_f32("hf_fp16_kl").map_err(bad)?;
+        per_position("hf_fp16_kl", ks)?;
+        let (ms, mean_abs) = f.read_f32("hf_fp16_mean_abs").map_err(bad)?;
+        per_position("hf_fp16_mean_abs", ms)?;
+        let (ts, top1) = f.read_i64("hf_fp16_top1").map_err(bad)?;
+        per_position("hf_fp16_top1", ts)?;
+        Some(HfFigures { kl, mean_abs, top1 })
+    } else {
+        None
+    };
+    if hf16.is_none() && hf_figures.is_none() {
+        return Err(bad_reference(
+            path,
+            "neither hf_fp16_logits nor the hf_fp16_kl / _mean_abs / _top1 figures",
+        )
+        .into());
     }
     let ids = ids
         .iter()
@@ -171,10 +242,6 @@ fn load_reference(path: &Path) -> Result<Reference> {
         })
         .collect::<Result<Vec<u32>, _>>()?;
     let meta = f.metadata().clone();
-    let model_sha256 = meta
-        .get("model_sha256")
-        .cloned()
-        .ok_or_else(|| bad_reference(path, "no model_sha256 in the metadata"))?;
     Ok(Reference {
         n,
         s,
@@ -182,9 +249,75 @@ fn load_reference(path: &Path) -> Result<Reference> {
         ids,
         fp64,
         hf16,
-        model_sha256,
+        hf_figures,
         meta,
     })
+}
+
+/// HF fp16's figures of sequence `q`: from its logits when the reference has them (checked against
+/// the stated figures when it has both), else the stated figures. Returns the figures and the
+/// per-position KL.
+fn hf_sequence(
+    reference: &Reference,
+    path: &Path,
+    q: usize,
+) -> Result<(SequenceFigures, Vec<f64>)> {
+    let (s, v) = (reference.s, reference.v);
+    let stated = reference.hf_figures.as_ref();
+    let Some(hf16) = &reference.hf16 else {
+        let st = stated.context("no HF fp16 data")?;
+        let r = q * s..(q + 1) * s;
+        let kl: Vec<f64> = st.kl[r.clone()].iter().map(|&x| f64::from(x)).collect();
+        let fig = SequenceFigures {
+            kl: kl.iter().sum::<f64>() / s as f64,
+            mean_abs: st.mean_abs[r.clone()]
+                .iter()
+                .map(|&x| f64::from(x))
+                .sum::<f64>()
+                / s as f64,
+            top1: st.top1[r].iter().filter(|&&t| t != 0).count() as f64 / s as f64,
+        };
+        return Ok((fig, kl));
+    };
+    let mut cmp = Comparator::new();
+    for p in 0..s {
+        let row = (q * s + p) * v;
+        let hf_row = &hf16[row..row + v];
+        cmp.add_at(p, hf_row, &reference.fp64[row..row + v], argmax(hf_row));
+    }
+    let m = cmp.metrics();
+    if let Some(st) = stated {
+        for (p, pm) in m.per_position.iter().enumerate() {
+            let i = q * s + p;
+            let abs = f64::from(st.mean_abs[i]);
+            let mean_abs = {
+                let row = i * v;
+                hf16[row..row + v]
+                    .iter()
+                    .zip(&reference.fp64[row..row + v])
+                    .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+                    .sum::<f64>()
+                    / v as f64
+            };
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * a.abs().max(b.abs()) + 1e-9;
+            if !close(pm.kl, f64::from(st.kl[i]))
+                || !close(mean_abs, abs)
+                || pm.top1_agree != (st.top1[i] != 0)
+            {
+                return Err(bad_reference(
+                    path,
+                    format!(
+                        "the stated HF fp16 figures disagree with its logits at sequence {q}, position {p} \
+                         (KL {:.6e} vs {:.6e}, mean |Δ| {mean_abs:.6e} vs {abs:.6e}, top-1 {} vs {})",
+                        pm.kl, st.kl[i], pm.top1_agree, st.top1[i]
+                    ),
+                )
+                .into());
+            }
+        }
+    }
+    let kl = m.per_position.iter().map(|p| p.kl).collect();
+    Ok((SequenceFigures::of(&m), kl))
 }
 
 /// Per-position mean KL over sequences (ours, HF fp16).
@@ -224,20 +357,8 @@ pub fn run(args: &FidelityArgs) -> Result<()> {
         }
         .into());
     }
-    let reference = load_reference(&args.reference)?;
     let key = model_key(&args.model)?;
-    if key != reference.model_sha256 {
-        return Err(bad_reference(
-            &args.reference,
-            format!(
-                "computed from another checkpoint (model_sha256 {}…, {} has {}…)",
-                &reference.model_sha256.get(..12).unwrap_or("?"),
-                args.model.display(),
-                &key[..12]
-            ),
-        )
-        .into());
-    }
+    let reference = load_reference(&args.reference, &key, &args.model)?;
     let k = match args.sequences {
         None => reference.n,
         Some(k) if (1..=reference.n).contains(&k) => k,
@@ -298,40 +419,37 @@ pub fn run(args: &FidelityArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     for q in 0..k {
         let mut ours = Comparator::new();
-        let mut hf = Comparator::new();
         let mut session = set.session();
         for p in 0..s {
             let row = (q * s + p) * v;
             let want = &reference.fp64[row..row + v];
-            let hf_row = &reference.hf16[row..row + v];
             let out = session
                 .step(reference.ids[q * s + p], embedder, true)
                 .with_context(|| format!("sequence {q}, position {p}"))?;
             let got = out.logits.context("the head chunk returned no logits")?;
             ours.add_at(p, &got, want, out.token_id as usize);
-            hf.add_at(p, hf_row, want, argmax(hf_row));
         }
-        let (mo, mh) = (ours.metrics(), hf.metrics());
+        let mo = ours.metrics();
+        let (hf_fig, hf_kl) = hf_sequence(&reference, &args.reference, q)?;
         id_mismatch += mo.token_id_mismatches;
-        for (p, (a, b)) in mo.per_position.iter().zip(&mh.per_position).enumerate() {
+        for (p, (a, b)) in mo.per_position.iter().zip(&hf_kl).enumerate() {
             prof.ours[p] += a.kl / k as f64;
-            prof.hf[p] += b.kl / k as f64;
+            prof.hf[p] += b / k as f64;
         }
         ours_seq.push(SequenceFigures::of(&mo));
-        hf_seq.push(SequenceFigures::of(&mh));
+        hf_seq.push(hf_fig);
     }
     let secs = t0.elapsed().as_secs_f64();
     let paired = Paired::of(&ours_seq, &hf_seq);
-    let verdict = match args.max_kl_ratio {
-        None => None,
-        Some(r) => Some(if id_mismatch > 0 {
+    let verdict = args.max_kl_ratio.map(|r| {
+        if id_mismatch > 0 {
             Err(format!(
                 "token_id differs from the argmax of the logits at {id_mismatch} position(s)"
             ))
         } else {
             paired.gate(r)
-        }),
-    };
+        }
+    });
     let attn = reference
         .meta
         .get("hf_fp16_attn_implementation")
@@ -359,6 +477,7 @@ pub fn run(args: &FidelityArgs) -> Result<()> {
             "mean_abs_ratio": paired.mean_abs_ratio,
             "token_id_mismatches": id_mismatch,
             "per_position_kl": { "ours": prof.ours, "hf_fp16": prof.hf },
+            "per_sequence": { "ours": ours_seq, "hf_fp16": hf_seq },
             "seconds": secs,
             "max_kl_ratio": args.max_kl_ratio,
             "pass": verdict.as_ref().map(|v| v.is_ok()),
@@ -480,10 +599,11 @@ pub fn graph_weights(args: &GraphWeightsArgs) -> Result<()> {
             .with_context(|| format!("replacing the empty {}", args.out.display()))?;
     }
     let staged = stage.keep();
-    std::fs::rename(&staged, &args.out).with_context(|| {
+    if let Err(e) = std::fs::rename(&staged, &args.out) {
         let _ = std::fs::remove_dir_all(&staged);
-        format!("moving the checkpoint to {}", args.out.display())
-    })?;
+        return Err(anyhow::Error::new(e)
+            .context(format!("moving the checkpoint to {}", args.out.display())));
+    }
     println!(
         "graph weights of {} → {}",
         args.chunks.display(),

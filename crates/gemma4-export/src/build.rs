@@ -98,6 +98,7 @@ impl BuildOptions {
                 format: OutputFormat::Mlpackage,
                 forms: GraphForms::default(),
                 taps: Taps::none(),
+                numerics: None,
             },
             model_dir,
             command: Vec::new(),
@@ -161,6 +162,12 @@ impl BuildOptions {
 
     pub fn model_name(mut self, name: impl Into<String>) -> Self {
         self.spec.model_name = Some(name.into());
+        self
+    }
+
+    /// Numerics choices of the graphs ([`crate::numerics`]); the default is recorded as `None`.
+    pub fn numerics(mut self, numerics: crate::numerics::Numerics) -> Self {
+        self.spec.numerics = (!numerics.is_default()).then(|| numerics.name());
         self
     }
 
@@ -469,6 +476,10 @@ fn plan_of(ckpt: &gemma4::Checkpoint, opts: &BuildOptions) -> Result<ChunkPlan> 
     )?;
     plan.forms = opts.spec.forms;
     plan.taps = opts.spec.taps;
+    if let Some(n) = &opts.spec.numerics {
+        plan.numerics = crate::numerics::Numerics::parse(n)
+            .map_err(|e| ExportError::BadOption(format!("numerics `{n}`: {e}")))?;
+    }
     Ok(plan)
 }
 

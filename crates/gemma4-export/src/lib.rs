@@ -9,6 +9,8 @@
 //! * [`bundle`]: side files with `model_config.json`, and the chunk-set manifest, written through the
 //!   contract's types (`chunkset`).
 //! * [`build`]: the phase list of a conversion (`inventory → … → publish`), `--only` parts, assembly.
+//! * [`numerics`]: numerics choices of the emitted graphs (RMSNorm gain, `layer_scalar`), measured
+//!   with the fidelity benchmark.
 //! * [`dequant`]: a checkpoint of exactly the weights a build's graphs use (parity of INT4 graphs).
 
 pub mod build;
@@ -17,6 +19,7 @@ pub mod dequant;
 pub mod emit;
 pub mod error;
 pub mod layout;
+pub mod numerics;
 pub mod plan;
 pub mod weights;
 
@@ -25,6 +28,7 @@ pub use emit::stateful::{PrefillRows, emit_stateful_with};
 pub use emit::{DECODE_FN, LOGITS, PREFILL_FN, VERIFY_FN, emit_function};
 pub use error::{ExportError, Result};
 pub use layout::{LayerInfo, LayerKind, ModelLayout};
+pub use numerics::{LayerScalar, NormGain, Numerics, Rope};
 pub use plan::{
     AttentionForm, CachePolicy, ChunkPlan, ChunkSpec, FunctionKind, IoDType, IoTensor, KvSlot,
     PlanError, PlanOptions, PrefillKv, Variant,

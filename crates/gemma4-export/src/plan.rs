@@ -78,6 +78,9 @@ pub struct ChunkPlan {
     pub forms: GraphForms,
     /// Optional outputs (none from [`ChunkPlan::new`]).
     pub taps: Taps,
+    /// Numerics choices of the emitted graphs (default from [`ChunkPlan::new`]; see
+    /// [`crate::numerics`]).
+    pub numerics: crate::numerics::Numerics,
 }
 
 fn check_layout(l: &ModelLayout, variant: &str) -> Result<(), PlanError> {
@@ -259,6 +262,7 @@ impl ChunkPlan {
             chunks: chunk_specs(layout, &cuts),
             forms: GraphForms::default(),
             taps: Taps::none(),
+            numerics: crate::numerics::Numerics::default(),
         })
     }
 

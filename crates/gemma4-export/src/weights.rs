@@ -189,6 +189,16 @@ impl<'a> Weights<'a> {
 
     fn prepare_conv(&mut self, key: &str, o: usize, i: usize) -> Result<Prepared> {
         let v = self.load_checked(key, &[o, i])?;
+        self.prepare_conv_values(key, o, i, v)
+    }
+
+    fn prepare_conv_values(
+        &mut self,
+        key: &str,
+        o: usize,
+        i: usize,
+        v: Vec<f32>,
+    ) -> Result<Prepared> {
         let shape4 = [o, i, 1, 1];
         let Some(lut) = self.compression.lut().copied() else {
             return Ok(Prepared::Dense(self.dense(key, &shape4, &v)?));
@@ -272,6 +282,91 @@ impl<'a> Weights<'a> {
         self.cache
             .insert(key.to_string(), Prepared::Dense(t.clone()));
         Ok(t)
+    }
+
+    /// A rank-1 weight times `scale` (computed in f64 from the checkpoint value, rounded once to the
+    /// graph's dtype); `scale == 1` is [`Weights::vector`].
+    pub fn vector_scaled(&mut self, key: &str, n: usize, scale: f64) -> Result<TensorValue> {
+        if scale == 1.0 {
+            return self.vector(key, n);
+        }
+        let ckey = format!("{key}*{scale:e}");
+        if let Some(Prepared::Dense(t)) = self.cache.get(&ckey) {
+            return Ok(t.clone());
+        }
+        self.vector(key, n)?; // the keep record of the weight itself
+        let v: Vec<f32> = self
+            .load_checked(key, &[n])?
+            .into_iter()
+            .map(|x| (f64::from(x) * scale) as f32)
+            .collect();
+        let t = self.dense(key, &[n], &v)?;
+        self.cache.insert(ckey, Prepared::Dense(t.clone()));
+        Ok(t)
+    }
+
+    /// [`Weights::conv_weight`] of the weight times `scale` (`scale == 1` is
+    /// [`Weights::conv_weight`]). A dense weight is scaled in f64 from the checkpoint value and
+    /// rounded once to the graph's dtype; a palettized one keeps the indices of the unscaled weight
+    /// and scales its LUT (in f64, rounded once), so the graph computes `scale ×` exactly the values
+    /// of [`Weights::graph_values`] up to one rounding of each LUT entry (palettizing the scaled
+    /// weight instead would cluster differently, and the graph-weights checkpoint would no longer be
+    /// what the set computes with).
+    pub fn conv_weight_scaled(
+        &mut self,
+        b: &mut FunctionBuilder,
+        name: &str,
+        key: &str,
+        (o, i): (usize, usize),
+        scale: f64,
+    ) -> Result<Var> {
+        if scale == 1.0 {
+            return self.conv_weight(b, name, key, o, i);
+        }
+        let ckey = format!("{key}*{scale:e}");
+        let prepared = match self.cache.get(&ckey) {
+            Some(p) => p.clone(),
+            None => {
+                let base = match self.cache.get(key) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = self.prepare_conv(key, o, i)?;
+                        self.cache.insert(key.to_string(), p.clone());
+                        p
+                    }
+                };
+                let p = match base {
+                    Prepared::Lut { indices, lut } => {
+                        let v: Vec<f32> = lut
+                            .to_f32_vec()
+                            .map_err(|source| ExportError::Value {
+                                tensor: key.to_string(),
+                                source,
+                            })?
+                            .into_iter()
+                            .map(|x| (f64::from(x) * scale) as f32)
+                            .collect();
+                        let lut = self.dense(key, &lut.shape(), &v)?;
+                        Prepared::Lut { indices, lut }
+                    }
+                    Prepared::Dense(_) => {
+                        let v: Vec<f32> = self
+                            .load_checked(key, &[o, i])?
+                            .into_iter()
+                            .map(|x| (f64::from(x) * scale) as f32)
+                            .collect();
+                        Prepared::Dense(self.dense(key, &[o, i, 1, 1], &v)?)
+                    }
+                };
+                self.cache.insert(ckey, p.clone());
+                p
+            }
+        };
+        let r = match prepared {
+            Prepared::Dense(t) => b.constant(name, t),
+            Prepared::Lut { indices, lut } => b.lut_to_dense(name, indices, lut),
+        };
+        Ok(r?)
     }
 
     /// A scalar weight (`layer_scalar`, shape `[1]`) as f64.

@@ -1,11 +1,13 @@
 //! Export → package on disk → read back → CPU interpreter decode loop → compare with the HF golden at
 //! every prompt and decode position (the fp32 build must match like the reference forward does).
+//! fp16 accuracy is not judged on one prompt: see the fidelity gate (crates/gemma-convert/tests/
+//! fidelity_gate.rs) and `parity --tolerance fp16` (crates/gemma-convert/tests/parity_fp16.rs).
 
 mod common;
 
 use common::{Exact, Model, argmax, root};
 use gemma4_export::build::{NoProgress, build};
-use gemma4_export::{Compression, NBits, Precision, Variant};
+use gemma4_export::{Compression, Precision, Variant};
 use mil_runtime::BackendKind;
 use mil_runtime::chunkset::ChunkSet;
 
@@ -91,21 +93,5 @@ fn fp32_other_variants_match_golden() {
         eprintln!("tiny-e2b {variant:?} fp32: max {max_abs:.2e} top1 {agree}/{n}");
         assert!(max_abs <= 2e-3, "{variant:?}: max abs logit diff {max_abs}");
         assert_eq!(agree, n, "{variant:?}: top-1");
-    }
-}
-
-#[test]
-fn fp16_and_int4_report_figures() {
-    let int4 = Compression::int(NBits::B4);
-    for (model, compression) in [
-        ("tiny-e2b", Compression::Dense),
-        ("tiny-pal", Compression::Dense),
-        ("tiny-pal", int4),
-    ] {
-        let (max_abs, mean_abs, agree, n) = run(model, Variant::Swa4, false, compression);
-        eprintln!(
-            "{model} swa4 fp16 {compression:?}: max {max_abs:.3} mean {mean_abs:.3} top1 {agree}/{n}"
-        );
-        assert!(max_abs.is_finite());
     }
 }

@@ -1,8 +1,10 @@
 //! Building blocks shared by every layer and chunk, in the ANE-friendly forms of the reference
 //! pipeline (spec §3) with HF's numerics (spec gemma4-text §3):
 //!
-//! * RMSNorm as `layer_norm` over `concat([x, −x])` (mean 0, so layer_norm = x·(mean(x²)+ε)^−½), first
-//!   half kept, then × gain (`w`, not `1 + w`); the parameter-free v-norm is the same without gain.
+//! * RMSNorm as `layer_norm` over `concat([x, −x])` (mean 0, so layer_norm = x·(mean(x²)+ε)^−½) with
+//!   the gain (`w`, not `1 + w`) folded into `layer_norm`'s `gamma` as `[w, w]`, first half kept: one
+//!   rounding per norm like HF (which normalises and scales in fp32, then rounds once), and one op
+//!   fewer than a separate gain multiply; the parameter-free v-norm has `gamma` = ones.
 //! * RoPE in the non-interleaved rotate-half layout: `x·cos + concat(−x₂, x₁)·sin` with host-fed rows
 //!   (HF-correct tables: proportional RoPE on full layers has cos 1 / sin 0 on non-rotating pairs).
 //! * Projections as 1×1 convs on NCHW `[1, C, 1, S]` activations (the residual stream is `[1, S, C]`;
@@ -19,13 +21,16 @@
 //! K/V `n_rep` times (then the mask broadcasts over the heads), and single-position layout changes
 //! as reshapes or as the reference's transposes (`permute` / `unsqueeze` / `squeeze`).
 
+use crate::numerics::NormGain;
 use chunkset::{GqaForm, GraphForms, LayoutForm, SoftmaxForm};
 use mil::builder::{FunctionBuilder, GeluMode, Split};
-use mil::{MilError, TensorValue, Var};
+use mil::{MilError, TensorType, TensorValue, Var};
 
 pub(crate) type R<T> = Result<T, MilError>;
 
-/// `y = x·(mean(x², last axis) + eps)^−½ [· gain]` over the last axis of size `dim`.
+/// `y = x·(mean(x², last axis) + eps)^−½ [· gain]` over the last axis of size `dim`: `layer_norm`
+/// of `concat([x, −x])` with `gamma = [gain, gain]` (ones without gain), first half kept; with
+/// [`NormGain::Multiply`] the gain is a separate multiply after the slice instead.
 pub(crate) fn rms_norm(
     b: &mut FunctionBuilder,
     name: &str,
@@ -33,21 +38,61 @@ pub(crate) fn rms_norm(
     gain: Option<TensorValue>,
     eps: f64,
     dim: usize,
+    form: NormGain,
 ) -> R<Var> {
+    let (gamma, after) = match (gain, form) {
+        (Some(g), NormGain::Folded) => (Some(mirrored_gain(name, &g, dim)?), None),
+        (g, _) => (None, g),
+    };
     b.with_scope(name, |b| {
         let neg = b.mul("neg", x, -1.0)?;
         let both = b.concat("mirror", [x, &neg], -1, false)?;
-        let ln = b.layer_norm("ln", &both, &[-1], None, None, eps)?;
-        let half = b.slice_axis("half", &ln, -1, 0, Some(dim as i32))?;
-        match gain {
-            Some(g) => b.mul("out", &half, g),
-            None => Ok(half),
+        let ln = b.layer_norm("ln", &both, &[-1], gamma.map(Into::into), None, eps)?;
+        match after {
+            None => b.slice_axis("out", &ln, -1, 0, Some(dim as i32)),
+            Some(g) => {
+                let half = b.slice_axis("half", &ln, -1, 0, Some(dim as i32))?;
+                b.mul("out", &half, g)
+            }
         }
     })
 }
 
-/// Rotate-half RoPE: `x·cos + concat(−x[D/2:], x[:D/2])·sin` (cos/sin broadcast over heads).
-pub(crate) fn rope(b: &mut FunctionBuilder, name: &str, x: &Var, cos: &Var, sin: &Var) -> R<Var> {
+/// `[g, g]` (length `2·dim`, same dtype and bytes as `g`), the `gamma` of the mirrored `layer_norm`.
+fn mirrored_gain(name: &str, g: &TensorValue, dim: usize) -> R<TensorValue> {
+    let bad = |msg: String| MilError::Argument {
+        op: "rms_norm".into(),
+        name: name.into(),
+        msg,
+    };
+    if g.shape() != [dim] {
+        return Err(bad(format!(
+            "gain of shape {:?}, expected [{dim}]",
+            g.shape()
+        )));
+    }
+    let bytes = g
+        .bytes()
+        .ok_or_else(|| bad("gain is not a numeric tensor".into()))?
+        .as_bytes();
+    let both = [bytes, bytes].concat();
+    TensorValue::from_bytes(TensorType::new(g.dtype(), &[2 * dim]), both)
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// Rotate-half RoPE: `x·cos + concat(−x[D/2:], x[:D/2])·sin` (cos/sin broadcast over heads), or
+/// `x @ mat` with a matrix from [`rope_matrix`] (one rounding instead of three).
+pub(crate) fn rope(
+    b: &mut FunctionBuilder,
+    name: &str,
+    x: &Var,
+    cos: &Var,
+    sin: &Var,
+    mat: Option<&Var>,
+) -> R<Var> {
+    if let Some(m) = mat {
+        return b.matmul(name, x, m, false, false);
+    }
     b.with_scope(name, |b| {
         let halves = b.split("halves", x, Split::Num(2), -1)?;
         let neg = b.mul("neg_hi", &halves[1], -1.0)?;
@@ -55,6 +100,47 @@ pub(crate) fn rope(b: &mut FunctionBuilder, name: &str, x: &Var, cos: &Var, sin:
         let a = b.mul("x_cos", x, cos)?;
         let c = b.mul("rot_sin", &rot, sin)?;
         b.add("out", &a, &c)
+    })
+}
+
+/// The RoPE matrix of one position, `R = I·cos + J·sin` (`[1, 1, D, D]`, `cos`/`sin` `[1, 1, 1, D]`
+/// broadcast along rows), so that `x @ R = x·cos + rotate_half(x)·sin`: `J[j + D/2][j] = −1` and
+/// `J[j − D/2][j] = 1`. Both products are exact and their supports disjoint, so `R` is exact.
+pub(crate) fn rope_matrix(
+    b: &mut FunctionBuilder,
+    name: &str,
+    cos: &Var,
+    sin: &Var,
+    d: usize,
+    fp32: bool,
+) -> R<Var> {
+    b.with_scope(name, |b| {
+        let h = d / 2;
+        let mut eye = vec![0f32; d * d];
+        let mut jm = vec![0f32; d * d];
+        for j in 0..d {
+            eye[j * d + j] = 1.0;
+            if j < h {
+                jm[(j + h) * d + j] = -1.0;
+            } else {
+                jm[(j - h) * d + j] = 1.0;
+            }
+        }
+        let shape = [1, 1, d, d];
+        let (i, jv) = if fp32 {
+            (
+                b.const_f32("eye", &shape, &eye)?,
+                b.const_f32("rot", &shape, &jm)?,
+            )
+        } else {
+            (
+                b.const_f16("eye", &shape, &eye)?,
+                b.const_f16("rot", &shape, &jm)?,
+            )
+        };
+        let c = b.mul("cos", &i, cos)?;
+        let s = b.mul("sin", &jv, sin)?;
+        b.add("mat", &c, &s)
     })
 }
 

@@ -18,6 +18,11 @@
 //! x += RMSNorm(proj(gelu_tanh(gate x) · ple_i); post_per_layer_input_norm)        (if PLE)
 //! x *= layer_scalar
 //! ```
+//!
+//! With a folded `layer_scalar` ([`crate::numerics::LayerScalar`]) the stream is carried as `x / c`
+//! (`ctx.carried = c`): the norms that read it get epsilon `ε/c²`, the branch norms' gains are
+//! divided by `c`, the PLE gate weights multiplied by `c`, and the end of the layer multiplies only
+//! by a power of two (or by `c` where the chunk restores `x`).
 
 use super::Ctx;
 use super::blocks::{
@@ -26,6 +31,7 @@ use super::blocks::{
 };
 use crate::error::{ExportError, Result};
 use crate::layout::LayerKind;
+use crate::numerics::{LayerScalar, NormGain};
 use crate::plan::{AttentionForm, CachePolicy, FunctionKind, LayoutForm};
 use crate::weights::Weights;
 use chunkset::names::{self, Dir, KvPart};
@@ -62,12 +68,16 @@ fn layer_body(
     let sq = ctx.positions();
     let forms = ctx.plan.forms;
     let lo = forms.layout;
+    let form = ctx.plan.numerics.norm_gain;
+    // the stream `x` here is the true residual stream divided by `c` (1 unless layer_scalar is folded)
+    let c = ctx.carried;
+    let eps_stream = eps / (c * c);
     let (cos, sin) = kind.rope_inputs();
     let (cos, sin, mask) = (ctx.input(cos)?, ctx.input(sin)?, ctx.mask(kind)?);
 
     // ---- attention
     let g_in = w.vector(&key("input_layernorm.weight"), h)?;
-    let hn = rms_norm(b, "input_norm", x, Some(g_in), eps, h)?;
+    let hn = rms_norm(b, "input_norm", x, Some(g_in), eps_stream, h, form)?;
     let h4 = to_nchw(b, "input_nchw", &hn, h, sq, lo)?;
 
     let wq = w.conv_weight(
@@ -80,8 +90,9 @@ fn layer_body(
     let g_q = w.vector(&key("self_attn.q_norm.weight"), d)?;
     let q = b.conv_1x1("q_proj", &h4, &wq, None)?;
     let q = split_heads(b, "q_heads", &q, nh, d, sq, lo)?;
-    let q = rms_norm(b, "q_norm", &q, Some(g_q), eps, d)?;
-    let q = rope(b, "q_rope", &q, &cos, &sin)?;
+    let q = rms_norm(b, "q_norm", &q, Some(g_q), eps, d, form)?;
+    let rmat = ctx.rope_mats.get(&kind).cloned();
+    let q = rope(b, "q_rope", &q, &cos, &sin, rmat.as_ref())?;
 
     let (k_att, v_att) = match info.kv_source {
         None => own_kv(b, ctx, w, i, &h4, &cos, &sin)?,
@@ -101,8 +112,8 @@ fn layer_body(
         h,
         nh * d,
     )?;
-    let g_post = w.vector(&key("post_attention_layernorm.weight"), h)?;
-    let form = match (kind, ctx.kind) {
+    let g_post = w.vector_scaled(&key("post_attention_layernorm.weight"), h, 1.0 / c)?;
+    let attn_form = match (kind, ctx.kind) {
         (LayerKind::Sliding, FunctionKind::Stateful { .. })
             if ctx.stateful.as_ref().is_some_and(|s| s.per_row()) =>
         {
@@ -113,7 +124,7 @@ fn layer_body(
         (LayerKind::Full, _) => ctx.plan.full_attention,
     };
     let t_len = ctx.plan.cache(kind).len();
-    let ctx4 = b.with_scope("attn", |b| match form {
+    let ctx4 = b.with_scope("attn", |b| match attn_form {
         AttentionForm::Plain => attention(b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, forms),
         AttentionForm::Flash { block } => flash_attention(
             b, &q, &k_att, &v_att, &mask, nh, kvh, d, sq, t_len, block, forms,
@@ -122,7 +133,7 @@ fn layer_body(
     })?;
     let a = b.conv_1x1("o_proj", &ctx4, &wo, None)?;
     let a = from_nchw(b, "attn_out", &a, h, sq, lo)?;
-    let a = rms_norm(b, "post_attn_norm", &a, Some(g_post), eps, h)?;
+    let a = rms_norm(b, "post_attn_norm", &a, Some(g_post), eps, h, form)?;
     let x = b.add("attn_residual", x, &a)?;
 
     // ---- MLP
@@ -143,8 +154,8 @@ fn layer_body(
         h,
         inter,
     )?;
-    let g_post_ff = w.vector(&key("post_feedforward_layernorm.weight"), h)?;
-    let m = rms_norm(b, "pre_ff_norm", &x, Some(g_pre), eps, h)?;
+    let g_post_ff = w.vector_scaled(&key("post_feedforward_layernorm.weight"), h, 1.0 / c)?;
+    let m = rms_norm(b, "pre_ff_norm", &x, Some(g_pre), eps_stream, h, form)?;
     let m4 = to_nchw(b, "mlp_nchw", &m, h, sq, lo)?;
     let g = b.conv_1x1("gate_proj", &m4, &wg, None)?;
     let u = b.conv_1x1("up_proj", &m4, &wu, None)?;
@@ -152,18 +163,19 @@ fn layer_body(
     let gu = b.mul("gate_up", &g, &u)?;
     let dn = b.conv_1x1("down_proj", &gu, &wd, None)?;
     let dn = from_nchw(b, "mlp_out", &dn, h, sq, lo)?;
-    let dn = rms_norm(b, "post_ff_norm", &dn, Some(g_post_ff), eps, h)?;
+    let dn = rms_norm(b, "post_ff_norm", &dn, Some(g_post_ff), eps, h, form)?;
     let x = b.add("mlp_residual", &x, &dn)?;
 
     // ---- per-layer input (PLE)
     let x = if let Some(ple) = ctx.ple.clone() {
         let p = lay.ple_dim;
-        let wgate = w.conv_weight(
+        // the gate reads the stream itself: its weights carry the factor `c`
+        let wgate = w.conv_weight_scaled(
             b,
             "ple_gate_weight",
             &key("per_layer_input_gate.weight"),
-            p,
-            h,
+            (p, h),
+            c,
         )?;
         let wproj = w.conv_weight(
             b,
@@ -172,7 +184,7 @@ fn layer_body(
             h,
             p,
         )?;
-        let g_ple = w.vector(&key("post_per_layer_input_norm.weight"), h)?;
+        let g_ple = w.vector_scaled(&key("post_per_layer_input_norm.weight"), h, 1.0 / c)?;
         let x4 = to_nchw(b, "ple_nchw", &x, h, sq, lo)?;
         let g = b.conv_1x1("ple_gate", &x4, &wgate, None)?;
         let g = gelu_tanh(b, "ple_gate_act", &g)?;
@@ -187,14 +199,37 @@ fn layer_body(
         let g = b.mul("ple_gated", &g, &slice)?;
         let pr = b.conv_1x1("ple_proj", &g, &wproj, None)?;
         let pr = from_nchw(b, "ple_out", &pr, h, sq, lo)?;
-        let pr = rms_norm(b, "post_ple_norm", &pr, Some(g_ple), eps, h)?;
+        let pr = rms_norm(b, "post_ple_norm", &pr, Some(g_ple), eps, h, form)?;
         b.add("ple_residual", &x, &pr)?
     } else {
         x
     };
 
     let s = w.scalar(&key("layer_scalar"))?;
-    Ok(b.mul("scaled", &x, s)?)
+    match ctx.plan.numerics.layer_scalar {
+        LayerScalar::Multiply => Ok(b.mul("scaled", &x, s)?),
+        LayerScalar::FoldInChunk | LayerScalar::FoldAcrossChunks => {
+            let folded = c * s;
+            if ctx.restore_after == Some(i) {
+                ctx.carried = 1.0;
+                return Ok(b.mul("scaled", &x, folded)?);
+            }
+            let (k, rest) = pow2_split(folded);
+            ctx.carried = rest;
+            if k == 0 {
+                Ok(x)
+            } else {
+                Ok(b.mul("scaled", &x, 2f64.powi(k))?)
+            }
+        }
+    }
+}
+
+/// `c = 2^k · r` with `r ∈ [2^−½, 2^½]` (`k = round(log2 c)`): the stream carried as `x / c` is
+/// multiplied by `2^k` (exact in fp16) so that it is carried as `x / r`.
+pub(crate) fn pow2_split(c: f64) -> (i32, f64) {
+    let k = c.log2().round() as i32;
+    (k, c / 2f64.powi(k))
 }
 
 /// Project, normalise and rotate this layer's K/V, update the layer's cache slot per the function
@@ -213,6 +248,8 @@ fn own_kv(
     let (h, d, kvh) = (lay.hidden, info.head_dim, info.kv_heads);
     let sq = ctx.positions();
     let eps = lay.rms_norm_eps;
+    let form = ctx.plan.numerics.norm_gain;
+    let rmat = ctx.rope_mats.get(&info.kind).cloned();
     let key = |s: &str| format!("layers.{i}.{s}");
     let wk = w.conv_weight(
         b,
@@ -233,22 +270,74 @@ fn own_kv(
     let (ka, va) = match ctx.kind {
         FunctionKind::Decode => {
             let pad = slot_padding(ctx, i);
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps, lo)?;
+            let (k, v) = project_kv(
+                b,
+                h4,
+                &wk,
+                &wv,
+                g_k,
+                cos,
+                sin,
+                (kvh, d, sq),
+                eps,
+                form,
+                rmat.as_ref(),
+                lo,
+            )?;
             update_cache(b, ctx, i, &k, &v, pad)?
         }
         FunctionKind::Verify { .. } => {
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps, lo)?;
+            let (k, v) = project_kv(
+                b,
+                h4,
+                &wk,
+                &wv,
+                g_k,
+                cos,
+                sin,
+                (kvh, d, sq),
+                eps,
+                form,
+                rmat.as_ref(),
+                lo,
+            )?;
             let kv = update_cache(b, ctx, i, &k, &v, None)?;
             ctx.rows.insert(i, (k, v));
             kv
         }
         FunctionKind::Prefill { .. } => {
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps, lo)?;
+            let (k, v) = project_kv(
+                b,
+                h4,
+                &wk,
+                &wv,
+                g_k,
+                cos,
+                sin,
+                (kvh, d, sq),
+                eps,
+                form,
+                rmat.as_ref(),
+                lo,
+            )?;
             ctx.rows.insert(i, (k.clone(), v.clone()));
             (k, v)
         }
         FunctionKind::Stateful { .. } => {
-            let (k, v) = project_kv(b, h4, &wk, &wv, g_k, cos, sin, kvh, d, sq, eps, lo)?;
+            let (k, v) = project_kv(
+                b,
+                h4,
+                &wk,
+                &wv,
+                g_k,
+                cos,
+                sin,
+                (kvh, d, sq),
+                eps,
+                form,
+                rmat.as_ref(),
+                lo,
+            )?;
             super::stateful::write_kv(b, ctx, i, &k, &v)?
         }
     };
@@ -268,19 +357,19 @@ fn project_kv(
     g_k: TensorValue,
     cos: &Var,
     sin: &Var,
-    kvh: usize,
-    d: usize,
-    s: usize,
+    (kvh, d, s): (usize, usize, usize),
     eps: f64,
+    form: NormGain,
+    rmat: Option<&Var>,
     lo: LayoutForm,
 ) -> R<(Var, Var)> {
     let k = b.conv_1x1("k_proj", h4, wk, None)?;
     let k = split_heads(b, "k_heads", &k, kvh, d, s, lo)?;
-    let k = rms_norm(b, "k_norm", &k, Some(g_k), eps, d)?;
-    let k = rope(b, "k_rope", &k, cos, sin)?;
+    let k = rms_norm(b, "k_norm", &k, Some(g_k), eps, d, form)?;
+    let k = rope(b, "k_rope", &k, cos, sin, rmat)?;
     let v = b.conv_1x1("v_proj", h4, wv, None)?;
     let v = split_heads(b, "v_heads", &v, kvh, d, s, lo)?;
-    let v = rms_norm(b, "v_norm", &v, None, eps, d)?;
+    let v = rms_norm(b, "v_norm", &v, None, eps, d, form)?;
     Ok((k, v))
 }
 

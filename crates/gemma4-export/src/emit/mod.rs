@@ -88,6 +88,15 @@ pub(crate) struct Ctx<'p> {
     pub shared: BTreeMap<LayerKind, (Var, Var)>,
     /// Stateful functions: the states, write positions and per-row ring weights.
     pub stateful: Option<stateful::StatefulCtx>,
+    /// The residual stream being emitted is the true one divided by this factor (1 unless
+    /// `layer_scalar` is folded, see [`crate::numerics::LayerScalar`]).
+    pub carried: f64,
+    /// The layer whose end restores the true stream (folded `layer_scalar` in a chunk that hands the
+    /// pre-norm stream on).
+    pub restore_after: Option<usize>,
+    /// The RoPE matrix of each attention kind (single-position functions with
+    /// [`crate::numerics::Rope::Matmul`]).
+    pub rope_mats: BTreeMap<LayerKind, Var>,
 }
 
 impl Ctx<'_> {
@@ -145,6 +154,7 @@ fn emit(
     }
     let mut b = FunctionBuilder::new(kind.name());
     let (ins, outs) = plan.io(chunk, kind);
+    let (carried, restore_after) = fold_state(plan, chunk, kind, w)?;
     let mut ctx = Ctx {
         plan,
         chunk,
@@ -157,6 +167,9 @@ fn emit(
         new_caches: BTreeMap::new(),
         shared: BTreeMap::new(),
         stateful: None,
+        carried,
+        restore_after,
+        rope_mats: BTreeMap::new(),
     };
     for t in &ins {
         let v = b.input(&t.name, TensorType::new(io_dtype(t.dtype), &t.shape))?;
@@ -172,6 +185,7 @@ fn emit(
         ctx.keep_mask = Some(b.sub("update_keep", 1.0, &written)?);
     }
     build_masks(&mut b, &mut ctx)?;
+    build_rope_mats(&mut b, &mut ctx)?;
 
     let mut x = ctx.input(names::HIDDEN_STATES)?;
     let mut named_outputs: Vec<(String, Var)> = Vec::new();
@@ -231,6 +245,67 @@ fn emit(
     }
 
     Ok(b.finish()?)
+}
+
+/// With [`crate::numerics::Rope::Matmul`] in a single-position function: one RoPE matrix per
+/// attention kind the chunk's layers use, from the host's cos/sin rows.
+fn build_rope_mats(b: &mut FunctionBuilder, ctx: &mut Ctx<'_>) -> Result<()> {
+    if ctx.plan.numerics.rope != crate::numerics::Rope::Matmul || ctx.positions() != 1 {
+        return Ok(());
+    }
+    let lay = &ctx.plan.layout;
+    for kind in LayerKind::ALL {
+        let Some(i) = ctx
+            .chunk
+            .layers
+            .clone()
+            .find(|&i| lay.layers[i].kind == kind)
+        else {
+            continue;
+        };
+        let (c, s) = kind.rope_inputs();
+        let (cos, sin) = (ctx.input(c)?, ctx.input(s)?);
+        let m = blocks::rope_matrix(
+            b,
+            &format!("rope_{}", kind.label()),
+            &cos,
+            &sin,
+            lay.layers[i].head_dim,
+            ctx.plan.fp32,
+        )?;
+        ctx.rope_mats.insert(kind, m);
+    }
+    Ok(())
+}
+
+/// The factor the stream entering `chunk` is carried with and the layer that restores the true
+/// stream ([`crate::numerics::LayerScalar`]): folding inside a chunk starts at 1 and restores at the
+/// last layer when the function hands the pre-norm stream on (every non-head chunk, and the head
+/// chunk's verify); folding across chunks replays the scalars of every earlier layer and never
+/// restores.
+fn fold_state(
+    plan: &ChunkPlan,
+    chunk: &ChunkSpec,
+    kind: FunctionKind,
+    w: &Weights<'_>,
+) -> Result<(f64, Option<usize>)> {
+    use crate::numerics::LayerScalar;
+    let hands_on_stream = !chunk.has_head || matches!(kind, FunctionKind::Verify { .. });
+    Ok(match plan.numerics.layer_scalar {
+        LayerScalar::Multiply => (1.0, None),
+        LayerScalar::FoldInChunk => (
+            1.0,
+            hands_on_stream.then(|| chunk.layers.end.saturating_sub(1)),
+        ),
+        LayerScalar::FoldAcrossChunks => {
+            let mut c = 1.0;
+            for j in 0..chunk.layers.start {
+                let s = w.load_checked(&format!("layers.{j}.layer_scalar"), &[1])?[0];
+                c = layer::pow2_split(c * f64::from(s)).1;
+            }
+            (c, None)
+        }
+    })
 }
 
 /// Decode: `token_id` / `token_logit` (head chunk; `hidden_states_out` is then the normed hidden),
@@ -538,6 +613,7 @@ fn ple_combine_body(
         Some(gain),
         lay.rms_norm_eps,
         p as usize,
+        ctx.plan.numerics.norm_gain,
     )?;
     let raw = ctx.input(names::PER_LAYER_RAW)?;
     let slices: &[i32] = if sq == 1 { &[1, l, p] } else { &[1, s, l, p] };
@@ -559,7 +635,10 @@ fn emit_logits(
     let lay = &ctx.plan.layout;
     let h = lay.hidden;
     let gain = w.vector("norm.weight", h)?;
-    let normed = rms_norm(b, "final_norm", x, Some(gain), lay.rms_norm_eps, h)?;
+    // the stream may be carried as x / c (folded layer_scalar): RMSNorm(x) = RMSNorm_{ε/c²}(x / c)
+    let eps = lay.rms_norm_eps / (ctx.carried * ctx.carried);
+    let form = ctx.plan.numerics.norm_gain;
+    let normed = rms_norm(b, "final_norm", x, Some(gain), eps, h, form)?;
     Ok((lm_head_logits(b, ctx, w, &normed, sq)?, normed))
 }
 

@@ -161,6 +161,7 @@ pub(crate) fn emit(
         st.rows_mix = Some((c, nc));
     }
 
+    let (carried, restore_after) = super::fold_state(plan, chunk, kind, w)?;
     let mut ctx = Ctx {
         plan,
         chunk,
@@ -173,6 +174,9 @@ pub(crate) fn emit(
         new_caches: BTreeMap::new(),
         shared: BTreeMap::new(),
         stateful: Some(st),
+        carried,
+        restore_after,
+        rope_mats: BTreeMap::new(),
     };
     build_masks(&mut b, &mut ctx, per_row)?;
 
@@ -192,7 +196,10 @@ pub(crate) fn emit(
         let h = lay.hidden;
         let gain = w.vector("norm.weight", h)?;
         // named `final_norm_out` (names::NORMED_ROWS): every row's normed hidden
-        let rows = rms_norm(&mut b, "final_norm", &x, Some(gain), lay.rms_norm_eps, h)?;
+        // the stream may be carried as x / c (folded layer_scalar): RMSNorm_{ε/c²}(x / c)
+        let eps = lay.rms_norm_eps / (ctx.carried * ctx.carried);
+        let form = plan.numerics.norm_gain;
+        let rows = rms_norm(&mut b, "final_norm", &x, Some(gain), eps, h, form)?;
         let last = if t > 1 {
             b.slice_axis("hidden_normed_last", &rows, 1, t as i32 - 1, Some(t as i32))?
         } else {
