@@ -121,10 +121,13 @@ fn a_perturbed_weight_fails_parity() {
         .status
         .success()
     );
-    // Scale one weight blob of chunk2 (the first fp32 blob after the header) by 1.5, and record
-    // the new bytes in the manifest (as a build that wrote them would): verify passes, the logits
-    // do not.
-    perturb_blob(&out, "chunk2", 0);
+    // Scale one weight blob of chunk2 by 1.5 and record the new bytes in the manifest (as a build
+    // that wrote them would): verify passes, the logits do not. Blob 11 is layer 3's MLP gate
+    // projection (blobs 0–10 are the input norm's gain and zero beta, the q/k/v projections and
+    // norms, o_proj and the post-attention norm's gain). Not blob 0: with RMSNorm's gain folded into
+    // `layer_norm`'s gamma, blob 0 is the input norm's gain alone, and Gemma 4's q/k/v norms make
+    // attention blind to its scale.
+    perturb_blob(&out, "chunk2", MLP_GATE_BLOB);
     rehash(&out);
     let o = run(&[
         "parity",
@@ -152,6 +155,9 @@ fn rehash(set: &Path) {
 
 /// Scale the `index`-th (fp32) weight blob of `pkg`'s weight.bin by 1.5 (records: 64-byte header,
 /// then 64-byte-aligned `sentinel, dtype, size, offset` records each followed by its data).
+/// The index in chunk2's `weight.bin` (tiny-e2b, fp32) of layer 3's `gate_proj` weight.
+const MLP_GATE_BLOB: usize = 11;
+
 fn perturb_blob(set: &Path, pkg: &str, index: usize) {
     let wb = set.join(format!(
         "{pkg}.mlpackage/Data/com.apple.CoreML/weights/weight.bin"
@@ -253,9 +259,9 @@ fn prefill_parity_checks_the_batched_prompt_and_the_written_back_caches() {
     assert_eq!(r["tokens"], 4);
 
     // A perturbed prefill chunk: decode-only parity cannot see it, prefill parity fails. (Its
-    // weight file is a copy of chunk2's, byte for byte; blob 0, the first norm's `layer_norm`
-    // gamma, is changed in the prefill package only.)
-    perturb_blob(&whole, "prefill_chunk2", 0);
+    // weight file is a copy of chunk2's, byte for byte; the first MLP gate projection is changed in
+    // the prefill package only.)
+    perturb_blob(&whole, "prefill_chunk2", MLP_GATE_BLOB);
     rehash(&whole);
     let o = parity_json(&m, &whole, &[]);
     assert!(o.status.success(), "{}", text(&o));

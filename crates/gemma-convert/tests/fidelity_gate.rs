@@ -301,3 +301,59 @@ fn graph_weights_writes_a_loadable_checkpoint_and_never_overwrites() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn every_numerics_option_keeps_fp32_parity() {
+    // the numerics choices change roundings, never the function: each one, built in fp32 with every
+    // function (decode, verify, prefill), matches the HF golden at the fp32 tolerance (tiny-pal: PLE,
+    // KV sharing, 4 chunks, so folded layer_scalars cross chunk boundaries)
+    let tmp = tempfile::tempdir().unwrap();
+    let model = root().join("fixtures/models/tiny-pal");
+    let golden = root().join("fixtures/goldens/tiny-pal.safetensors");
+    for numerics in [
+        "norm-gain=multiply,layer-scalar=multiply",
+        "layer-scalar=multiply",
+        "layer-scalar=fold-across-chunks",
+        "rope=matmul",
+    ] {
+        let set = tmp.path().join(numerics.replace([',', '='], "_"));
+        let o = bin()
+            .arg("--model")
+            .arg(&model)
+            .args([
+                "--variant",
+                "swa4",
+                "--nbits",
+                "0",
+                "--precision",
+                "fp32",
+                "--ctx",
+                "64",
+                "--functions",
+                "decode,verify:4,prefill:8",
+                "--quiet",
+                "--numerics",
+                numerics,
+            ])
+            .arg("--out")
+            .arg(&set)
+            .output()
+            .unwrap();
+        ok(&o, &format!("build {numerics}"));
+        for extra in [&[][..], &["--prefill"][..]] {
+            let o = bin()
+                .arg("parity")
+                .arg("--model")
+                .arg(&model)
+                .arg("--chunks")
+                .arg(&set)
+                .arg("--golden")
+                .arg(&golden)
+                .args(["--tolerance", "fp32"])
+                .args(extra)
+                .output()
+                .unwrap();
+            ok(&o, &format!("fp32 parity of {numerics} {extra:?}"));
+        }
+    }
+}
