@@ -34,7 +34,7 @@
 //!
 //! Taps (the plan's [`chunkset::Taps`]): with `eagle3`, the decode function of a chunk holding an
 //! EAGLE-3 layer `l` also outputs layer `l`'s output as `hidden_at_L{l}` (an `identity` when it is
-//! also `hidden_states_out`); with `verify-logits`, the head chunk's verify function outputs the
+//! also `hidden_states_out`; times the carried factor when `layer_scalar` is folded there); with `verify-logits`, the head chunk's verify function outputs the
 //! softcapped logits as `logits_fp16` (`identity` in fp16 builds, `cast` in fp32 ones).
 //!
 //! Op forms (the plan's [`chunkset::GraphForms`]) are applied in `blocks`: softmax, GQA, layout.
@@ -207,7 +207,13 @@ fn emit(
     for i in chunk.layers.clone() {
         x = layer::emit_layer(&mut b, &mut ctx, w, i, &x)?;
         if taps.contains(&i) {
-            named_outputs.push((names::hidden_at(i), x.clone()));
+            // a folded layer_scalar carries the stream as x / c inside the chunk: taps hand out x
+            let tap = if ctx.carried == 1.0 {
+                x.clone()
+            } else {
+                b.mul(&format!("tap_L{i}_restored"), &x, ctx.carried)?
+            };
+            named_outputs.push((names::hidden_at(i), tap));
         }
     }
 
