@@ -10,9 +10,24 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
-/// sha256 of a file, streamed.
+/// Files at least this large are hashed through a memory map (no copy into a read buffer).
+const MAP_AT: u64 = 1 << 24;
+
+/// sha256 of a file (memory-mapped when large, else streamed).
 pub fn sha256_file(path: &Path) -> Result<(u64, String), ContractError> {
     let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let len = f.metadata().map_err(io_err(path))?.len();
+    if len >= MAP_AT {
+        // SAFETY: read-only private map, dropped before returning; the files hashed are the
+        // checkpoint (read-only input) and the set being published, which nothing rewrites while
+        // the build runs.
+        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io_err(path))?;
+        let mut h = Sha256::new();
+        for block in map.chunks(1 << 20) {
+            h.update(block);
+        }
+        return Ok((map.len() as u64, hex::encode(h.finalize())));
+    }
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -25,6 +40,42 @@ pub fn sha256_file(path: &Path) -> Result<(u64, String), ContractError> {
         h.update(&buf[..n]);
     }
     Ok((size, hex::encode(h.finalize())))
+}
+
+/// A writer that computes the sha256 and size of everything written through it, so a file's
+/// manifest entry is known without reading it back.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hash: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// The inner writer, the number of bytes written and their sha256 (lowercase hex).
+    pub fn finish(self) -> (W, u64, String) {
+        (self.inner, self.size, hex::encode(self.hash.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Every regular file under `root` (relative `/` paths, sorted), skipping `skip` at the top level.
@@ -61,11 +112,32 @@ pub fn list_files(root: &Path, skip: &[&str]) -> Result<Vec<String>, ContractErr
 
 /// Hash every file under `root` except the manifest (in parallel; result sorted by path).
 pub fn hash_tree(root: &Path) -> Result<Vec<FileEntry>, ContractError> {
+    hash_tree_known(root, &BTreeMap::new())
+}
+
+/// [`hash_tree`], taking the entry of a file from `known` (by relative path) instead of reading
+/// it when its size on disk is the size recorded there (hashes computed while the file was
+/// written, [`HashingWriter`]).
+pub fn hash_tree_known(
+    root: &Path,
+    known: &BTreeMap<String, FileEntry>,
+) -> Result<Vec<FileEntry>, ContractError> {
     let files = list_files(root, &[MANIFEST_NAME])?;
     files
         .par_iter()
         .map(|p| {
-            let (size, sha256) = sha256_file(&root.join(p))?;
+            let path = root.join(p);
+            if let Some(k) = known.get(p) {
+                let len = std::fs::metadata(&path).map_err(io_err(&path))?.len();
+                if len == k.size {
+                    return Ok(FileEntry {
+                        path: p.clone(),
+                        size: k.size,
+                        sha256: k.sha256.clone(),
+                    });
+                }
+            }
+            let (size, sha256) = sha256_file(&path)?;
             Ok(FileEntry {
                 path: p.clone(),
                 size,
@@ -200,6 +272,41 @@ mod tests {
         assert_eq!(d.only_in_a, vec!["only_a"]);
         assert_eq!(d.only_in_b, vec!["only_b"]);
         assert!(!d.is_identical());
+    }
+
+    #[test]
+    fn hashes_taken_while_writing_are_used_only_when_the_size_matches() {
+        let a = tempfile::tempdir().unwrap();
+        let payload: Vec<u8> = (0..(MAP_AT as usize + 777)).map(|i| (i * 31) as u8).collect();
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(&payload[..1000]).unwrap();
+        w.write_all(&payload[1000..]).unwrap();
+        let (bytes, size, sha) = w.finish();
+        assert_eq!(bytes, payload);
+        set(a.path(), &[("big.bin", &payload), ("small", b"abc")]);
+        // a large file is hashed through a map, a small one streamed: same digests as the writer's
+        assert_eq!(
+            sha256_file(&a.path().join("big.bin")).unwrap(),
+            (size, sha.clone())
+        );
+        let plain = hash_tree(a.path()).unwrap();
+        let entry = |path: &str, size: u64, sha256: &str| FileEntry {
+            path: path.into(),
+            size,
+            sha256: sha256.into(),
+        };
+        // a known entry of the right size is taken as is (here deliberately not the file's hash,
+        // to see it used), one whose size differs is ignored and the file hashed
+        let known: BTreeMap<String, FileEntry> = [
+            ("big.bin".to_string(), entry("big.bin", size, "feed")),
+            ("small".to_string(), entry("small", 99, "beef")),
+        ]
+        .into_iter()
+        .collect();
+        let got = hash_tree_known(a.path(), &known).unwrap();
+        assert_eq!(got[0], entry("big.bin", size, "feed"));
+        assert_eq!(got[1], plain[1]);
+        assert_eq!(plain[0], entry("big.bin", size, &sha));
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub mod variant;
 pub use chunk::{ChunkSpec, KvSlot, PrefillKv};
 pub use compression::{BadNBits, Compression, DEFAULT_GROUP_SIZE, LutConfig, NBits};
 pub use error::ContractError;
-pub use files::{SetDiff, compare_sets, hash_tree, list_files, sha256_file, write_zip};
+pub use files::{
+    HashingWriter, SetDiff, compare_sets, hash_tree, hash_tree_known, list_files, sha256_file,
+    write_zip,
+};
 pub use forms::{FormsError, GqaForm, GraphForms, LayoutForm, SoftmaxForm, Taps, eagle3_layers};
 pub use function::{
     DECODE_FN, ENGINE_BATCHES, FunctionKind, Functions, FunctionsError, INFER_FN, PREFILL_B_PREFIX,

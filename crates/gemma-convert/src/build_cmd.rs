@@ -448,7 +448,7 @@ pub fn execute(opts: &BuildOptions, quiet: bool, json_out: bool) -> Result<()> {
             "out": report.out,
             "variant": spec.variant.name(),
             "phases": report.phases.iter().map(|(n, s)| json!({"name": n, "seconds": s})).collect::<Vec<_>>(),
-            "seconds": report.phases.iter().map(|(_, s)| s).sum::<f64>(),
+            "seconds": report.seconds,
             "packages": report.packages,
             "files": report.files,
             "total_bytes": report.total_bytes,

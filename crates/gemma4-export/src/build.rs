@@ -29,7 +29,9 @@
 //! side files, into its own directory with a `part.json`; [`assemble`] joins parts into the same bytes
 //! a full build writes.
 
-use crate::bundle::manifest::{build_facts, model_files, write_manifest};
+use crate::bundle::manifest::{
+    build_facts, model_files_sequential, write_manifest, write_manifest_known,
+};
 use crate::bundle::side::{SetFacts, write_side_files};
 use crate::emit::{PREFILL_FN, emit_function, keep_inputs_alive};
 use crate::error::{ExportError, Result};
@@ -39,11 +41,12 @@ use crate::weights::{WeightSource, Weights};
 use chunkset::error::read_json;
 use chunkset::{
     BuildFacts, BuildSpec, Compression, ContractError, DEFAULT_GROUP_SIZE, GraphForms, LutConfig,
-    NBits, OutputFormat, PackageFormat, Precision, Taps, hash_tree, list_files, write_zip,
+    NBits, OutputFormat, PackageFormat, Precision, Taps, list_files, write_zip,
 };
 use mil::Program;
 use palettize::TensorRecord;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -235,6 +238,9 @@ pub struct PackageSummary {
 #[derive(Clone, Debug, Serialize)]
 pub struct BuildReport {
     pub out: PathBuf,
+    /// Wall time of the whole build (every phase, the overlapped checkpoint hashing included).
+    pub seconds: f64,
+    /// Wall time per phase; [`HASH_PHASE`] runs beside the others and is not part of their sum.
     pub phases: Vec<(String, f64)>,
     pub packages: Vec<PackageSummary>,
     pub files: usize,
@@ -380,80 +386,133 @@ fn build_in(
     pool: Option<&rayon::ThreadPool>,
     staging: mlpackage::publish::Publisher,
 ) -> Result<BuildReport> {
+    let start = Instant::now();
     let mut t = Timer {
         phases: Vec::new(),
         progress,
     };
-    let (ckpt, model_files) = t.run("inventory", 1, || {
-        let c = gemma4::Checkpoint::open(&opts.model_dir)?;
-        let files = model_files(&c)?;
-        Ok((c, files))
-    })?;
+    let ckpt = t.run("inventory", 1, || Ok(gemma4::Checkpoint::open(&opts.model_dir)?))?;
     let plan = t.run("plan", 1, || plan_of(&ckpt, opts))?;
     let prefill_chunks = check_functions(&plan, &opts.spec.functions)?;
     let chunks = selected_chunks(&plan, opts.only.as_deref())?;
-    let facts = build_facts(&opts.spec, &plan, &prefill_chunks, model_files);
+    // the checkpoint's sha256 (for the manifest) is computed on a thread of its own while the
+    // chunks are emitted; joined before publishing
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| {
+            let t0 = Instant::now();
+            (model_files_sequential(&ckpt), t0.elapsed().as_secs_f64())
+        });
+        let built = build_parts(
+            &mut t,
+            opts,
+            &ckpt,
+            &plan,
+            &prefill_chunks,
+            &chunks,
+            staging.dir(),
+            pool,
+        );
+        let (model_files, secs) = hasher
+            .join()
+            .map_err(|_| ExportError::Internal("checkpoint hashing thread panicked".into()))?;
+        t.phases.push((HASH_PHASE.to_string(), secs));
+        let (packages, records, known) = built?;
+        let facts = build_facts(&opts.spec, &plan, &prefill_chunks, model_files?);
+        let uncompressed: Vec<TensorRecord> = records
+            .iter()
+            .filter(|r| matches!(r.outcome, palettize::Outcome::Kept { .. }))
+            .cloned()
+            .collect();
+        let out = staging.target().path.clone();
+        let (zip, warnings) = t.run("publish", 1, || {
+            publish(opts, staging, &facts, &packages, &records, &known)
+        })?;
+        // the report counts the files and bytes of the published set (no second hashing)
+        let files = list_files(&out, &[chunkset::MANIFEST_NAME])?;
+        let mut total_bytes = 0;
+        for f in &files {
+            let p = out.join(f);
+            total_bytes += std::fs::metadata(&p).map_err(io_err(&p))?.len();
+        }
+        Ok(BuildReport {
+            out: opts.out.clone(),
+            seconds: start.elapsed().as_secs_f64(),
+            phases: t.phases,
+            packages,
+            files: files.len(),
+            total_bytes,
+            peak_rss_bytes: peak_rss_bytes(),
+            uncompressed_weights: uncompressed,
+            zip,
+            warnings,
+        })
+    })
+}
 
+/// Phase name of the checkpoint hashing in the report (it overlaps the other phases, so it is not
+/// part of their sum).
+pub const HASH_PHASE: &str = "checkpoint sha256 (overlapped)";
+
+/// What [`build_parts`] produced: the packages, the weight records, the files hashed while written.
+type Parts = (
+    Vec<PackageSummary>,
+    Vec<TensorRecord>,
+    BTreeMap<String, chunkset::FileEntry>,
+);
+
+/// emit → … → verify of every selected chunk, then the side files (unless `--only` names a chunk),
+/// into the staging directory `dir`.
+#[allow(clippy::too_many_arguments)]
+fn build_parts(
+    t: &mut Timer<'_>,
+    opts: &BuildOptions,
+    ckpt: &gemma4::Checkpoint,
+    plan: &ChunkPlan,
+    prefill_chunks: &[ChunkSpec],
+    chunks: &[&ChunkSpec],
+    dir: &Path,
+    pool: Option<&rayon::ThreadPool>,
+) -> Result<Parts> {
     let pctx = PackageCtx {
         opts,
-        plan: &plan,
-        progress,
-        dir: staging.dir(),
+        plan,
+        progress: t.progress,
+        dir,
     };
     let mut packages = Vec::new();
     let mut records: Vec<TensorRecord> = Vec::new();
     for chunk in chunks {
         let mut w = Weights::new(
-            &ckpt as &dyn WeightSource,
+            ckpt as &dyn WeightSource,
             plan.fp32,
             opts.spec.compression,
             pool,
         );
-        packages.extend(emit_chunk(&mut t, &pctx, chunk, &prefill_chunks, &mut w)?);
+        packages.extend(emit_chunk(t, &pctx, chunk, prefill_chunks, &mut w)?);
         records.extend(w.records());
     }
-
+    let mut known = BTreeMap::new();
     if opts.only.is_none() || opts.only.as_deref() == Some(SIDE_PART) {
-        t.run("side files", 1, || {
+        let hashed = t.run("side files", 1, || {
             let facts = SetFacts {
                 model_name: &opts.spec.model_name(),
                 quantization: &opts.spec.quantization(),
                 functions: &opts.spec.functions,
-                prefill_chunks: &prefill_chunks,
+                prefill_chunks,
             };
             write_side_files(
-                staging.dir(),
-                &plan,
+                dir,
+                plan,
                 ckpt.config(),
-                &ckpt,
+                ckpt,
                 Some(ckpt.dir()),
                 &facts,
                 pool,
             )
         })?;
+        known.extend(hashed.into_iter().map(|f| (f.path.clone(), f)));
     }
-
-    let uncompressed: Vec<TensorRecord> = records
-        .iter()
-        .filter(|r| matches!(r.outcome, palettize::Outcome::Kept { .. }))
-        .cloned()
-        .collect();
-    let out = staging.target().path.clone();
-    let (zip, warnings) = t.run("publish", 1, || {
-        publish(opts, staging, &facts, &packages, &records)
-    })?;
-    let files = hash_tree(&out)?;
-    Ok(BuildReport {
-        out: opts.out.clone(),
-        phases: t.phases,
-        packages,
-        files: files.len(),
-        total_bytes: files.iter().map(|f| f.size).sum(),
-        peak_rss_bytes: peak_rss_bytes(),
-        uncompressed_weights: uncompressed,
-        zip,
-        warnings,
-    })
+    Ok((packages, records, known))
 }
 
 /// The plan of the checkpoint's layout (models the exporter cannot convert are refused here).
@@ -607,9 +666,12 @@ fn publish(
     facts: &BuildFacts,
     packages: &[PackageSummary],
     records: &[TensorRecord],
+    known: &BTreeMap<String, chunkset::FileEntry>,
 ) -> Result<(Option<PathBuf>, Vec<String>)> {
     match &opts.only {
-        None => write_manifest(staging.dir(), &opts.command, facts, records)?,
+        None => {
+            write_manifest_known(staging.dir(), &opts.command, facts, records, known)?;
+        }
         Some(part) => {
             let d = PartDescriptor {
                 command: opts.command.clone(),

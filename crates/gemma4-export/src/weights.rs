@@ -10,9 +10,13 @@
 use crate::error::{ExportError, Result};
 use chunkset::{Compression, LutConfig, NBits};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use mil::builder::FunctionBuilder;
 use mil::{DType, TensorType, TensorValue, Var};
+use gemma4::checkpoint::RawTensor;
+use gemma4::st::StDtype;
 use palettize::{Decision, Policy, TensorRecord};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// Where weights come from (the checkpoint, or synthetic weights in tests and benchmarks).
@@ -35,11 +39,131 @@ pub trait WeightSource: Sync {
         }
         Ok(v[lo..hi].to_vec())
     }
+
+    /// Shape and values of `key` rounded to fp16 (nearest even): what palettization reads. The
+    /// default rounds [`WeightSource::load`]'s values; a checkpoint decodes its stored bytes
+    /// straight to fp16 in parallel (the same values, without an f32 copy of the tensor).
+    fn load_f16(&self, key: &str) -> Result<(Vec<usize>, Vec<f16>)> {
+        let (shape, v) = self.load(key)?;
+        let mut h = vec![f16::ZERO; v.len()];
+        h.convert_from_f32_slice(&v);
+        Ok((shape, h))
+    }
+
+    /// The stored bytes of `key` when the source is a memory-mapped checkpoint (`None` for other
+    /// sources): large tables are then decoded row block by row block in parallel.
+    fn stored(&self, _key: &str) -> Result<Option<RawTensor<'_>>> {
+        Ok(None)
+    }
+}
+
+/// Elements decoded per parallel task.
+const DECODE_BLOCK: usize = 1 << 16;
+
+/// Bytes per element of a stored float dtype.
+fn float_width(raw: &RawTensor<'_>) -> Result<usize> {
+    match raw.dtype {
+        StDtype::F32 => Ok(4),
+        StDtype::F16 | StDtype::BF16 => Ok(2),
+        other => Err(gemma4::Error::UnsupportedDtype {
+            file: raw.file.to_path_buf(),
+            tensor: raw.name.clone(),
+            dtype: other.name().to_string(),
+        }
+        .into()),
+    }
+}
+
+/// Decode little-endian stored floats into `out` (one value per element); returns the position of
+/// the first non-finite value, if any.
+fn decode_into(dtype: StDtype, bytes: &[u8], out: &mut [f32]) -> Option<usize> {
+    match dtype {
+        StDtype::F32 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        StDtype::F16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        _ => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+    }
+    out.iter().position(|x| !x.is_finite())
+}
+
+fn non_finite(raw: &RawTensor<'_>, index: usize, value: f32) -> ExportError {
+    gemma4::Error::NonFinite {
+        file: raw.file.to_path_buf(),
+        tensor: raw.name.clone(),
+        index,
+        value: format!("{value}"),
+    }
+    .into()
+}
+
+/// A stored float tensor rounded to fp16 (nearest even, as `f16::from_f32` of its exact f32
+/// value), decoded in parallel blocks; a non-finite value is an error naming the first one.
+pub fn decode_f16(raw: &RawTensor<'_>) -> Result<Vec<f16>> {
+    let w = float_width(raw)?;
+    let mut out = vec![f16::ZERO; raw.bytes.len() / w];
+    let bad: Vec<Option<(usize, f32)>> = out
+        .par_chunks_mut(DECODE_BLOCK)
+        .zip(raw.bytes.par_chunks(DECODE_BLOCK * w))
+        .enumerate()
+        .map_init(Vec::new, |f: &mut Vec<f32>, (b, (o, bytes))| {
+            f.resize(o.len(), 0.0);
+            if let Some(j) = decode_into(raw.dtype, bytes, f) {
+                return Some((b * DECODE_BLOCK + j, f[j]));
+            }
+            o.convert_from_f32_slice(f);
+            None
+        })
+        .collect();
+    match bad.into_iter().flatten().next() {
+        Some((i, v)) => Err(non_finite(raw, i, v)),
+        None => Ok(out),
+    }
+}
+
+/// Rows `start..start + out.len() / cols` of a stored 2-D float tensor with `cols` columns, as f32
+/// (exact), into `out`; a non-finite value is an error naming it.
+pub fn decode_rows_f32(
+    raw: &RawTensor<'_>,
+    cols: usize,
+    start: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let w = float_width(raw)?;
+    let (lo, hi) = (start * cols * w, start * cols * w + out.len() * w);
+    let bytes = raw.bytes.get(lo..hi).ok_or_else(|| ExportError::Shape {
+        tensor: raw.name.clone(),
+        expected: vec![start + out.len() / cols.max(1), cols],
+        found: raw.shape.clone(),
+    })?;
+    match decode_into(raw.dtype, bytes, out) {
+        Some(j) => Err(non_finite(raw, start * cols + j, out[j])),
+        None => Ok(()),
+    }
 }
 
 impl WeightSource for gemma4::Checkpoint {
     fn load(&self, key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         Ok(self.load_f32(key)?)
+    }
+
+    fn load_f16(&self, key: &str) -> Result<(Vec<usize>, Vec<f16>)> {
+        let raw = self.raw(key)?;
+        Ok((raw.shape.clone(), decode_f16(&raw)?))
+    }
+
+    fn stored(&self, key: &str) -> Result<Option<RawTensor<'_>>> {
+        Ok(Some(self.raw(key)?))
     }
 
     fn load_rows(&self, key: &str, start: usize, count: usize, cols: usize) -> Result<Vec<f32>> {
@@ -188,28 +312,29 @@ impl<'a> Weights<'a> {
     }
 
     fn prepare_conv(&mut self, key: &str, o: usize, i: usize) -> Result<Prepared> {
-        let v = self.load_checked(key, &[o, i])?;
-        self.prepare_conv_values(key, o, i, v)
-    }
-
-    fn prepare_conv_values(
-        &mut self,
-        key: &str,
-        o: usize,
-        i: usize,
-        v: Vec<f32>,
-    ) -> Result<Prepared> {
         let shape4 = [o, i, 1, 1];
         let Some(lut) = self.compression.lut().copied() else {
+            let v = self.load_checked(key, &[o, i])?;
             return Ok(Prepared::Dense(self.dense(key, &shape4, &v)?));
         };
         let cfg = palettize_config(&lut);
         let decision = palettize::decide(&shape4, &cfg, &self.policy);
         if !matches!(decision, Decision::Palettize) {
+            let v = self.load_checked(key, &[o, i])?;
             self.record(key, &[o, i], decision);
             return Ok(Prepared::Dense(self.dense(key, &shape4, &v)?));
         }
-        let p = palettize::palettize_f32(key, &v, &shape4, &cfg, self.pool).map_err(|source| {
+        // palettization reads the fp16-rounded weight: load it as fp16 directly (the same values
+        // palettize_f32 would round to, without an f32 copy of the tensor)
+        let (shape, h) = self.src.load_f16(key)?;
+        if shape != [o, i] {
+            return Err(ExportError::Shape {
+                tensor: key.to_string(),
+                expected: vec![o, i],
+                found: shape,
+            });
+        }
+        let p = palettize::palettize_f16(key, &h, &shape4, &cfg, self.pool).map_err(|source| {
             ExportError::Palettize {
                 tensor: key.to_string(),
                 source,
@@ -379,5 +504,109 @@ impl<'a> Weights<'a> {
     /// What happened to every weight (only when palettizing), sorted by key.
     pub fn records(&self) -> Vec<TensorRecord> {
         self.records.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// `n` values with a spread of magnitudes and signs (some exactly representable, most not).
+    fn values(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as f32) * 0.7311).sin() * 10f32.powi((i % 7) as i32 - 4))
+            .collect()
+    }
+
+    fn encode(dtype: StDtype, v: &[f32]) -> Vec<u8> {
+        match dtype {
+            StDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            StDtype::F16 => v.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect(),
+            _ => v
+                .iter()
+                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                .collect(),
+        }
+    }
+
+    fn raw<'a>(dtype: StDtype, shape: &[usize], bytes: &'a [u8]) -> RawTensor<'a> {
+        RawTensor {
+            dtype,
+            shape: shape.to_vec(),
+            bytes,
+            file: Path::new("test.safetensors"),
+            name: "w".into(),
+        }
+    }
+
+    /// The exact f32 value of each stored element (what `load_f32` returns).
+    fn exact(dtype: StDtype, v: &[f32]) -> Vec<f32> {
+        match dtype {
+            StDtype::F32 => v.to_vec(),
+            StDtype::F16 => v.iter().map(|x| f16::from_f32(*x).to_f32()).collect(),
+            _ => v
+                .iter()
+                .map(|x| half::bf16::from_f32(*x).to_f32())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn parallel_decoding_equals_the_scalar_conversion_for_every_float_dtype() {
+        // more than two decode blocks, not a multiple of the block, from an odd (unaligned) offset
+        let n = 2 * DECODE_BLOCK + 1234;
+        let v = values(n);
+        for dtype in [StDtype::F32, StDtype::F16, StDtype::BF16] {
+            let mut buf = vec![0u8];
+            buf.extend(encode(dtype, &v));
+            let r = raw(dtype, &[n / 2, 2], &buf[1..]);
+            let want: Vec<f16> = exact(dtype, &v).into_iter().map(f16::from_f32).collect();
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let got = pool.install(|| decode_f16(&r)).unwrap();
+                assert!(
+                    got.iter().map(|x| x.to_bits()).eq(want.iter().map(|x| x.to_bits())),
+                    "{dtype:?}, {threads} threads"
+                );
+            }
+            let mut rows = vec![0f32; 3 * 2];
+            decode_rows_f32(&r, 2, 1000, &mut rows).unwrap();
+            assert_eq!(rows, exact(dtype, &v[2000..2006]), "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn decoding_names_the_first_non_finite_value_and_refuses_other_dtypes() {
+        let n = 3 * DECODE_BLOCK;
+        let mut v = values(n);
+        // one bad value in the last block and an earlier one in the second block
+        v[2 * DECODE_BLOCK + 5] = f32::NAN;
+        v[DECODE_BLOCK + 17] = f32::INFINITY;
+        let bytes = encode(StDtype::BF16, &v);
+        let r = raw(StDtype::BF16, &[n], &bytes);
+        match decode_f16(&r) {
+            Err(ExportError::Checkpoint(gemma4::Error::NonFinite { index, .. })) => {
+                assert_eq!(index, DECODE_BLOCK + 17)
+            }
+            other => panic!("expected a non-finite error, got {other:?}"),
+        }
+        let mut rows = vec![0f32; 64];
+        match decode_rows_f32(&r, 64, (2 * DECODE_BLOCK) / 64, &mut rows) {
+            Err(ExportError::Checkpoint(gemma4::Error::NonFinite { index, .. })) => {
+                assert_eq!(index, 2 * DECODE_BLOCK + 5)
+            }
+            other => panic!("expected a non-finite error, got {other:?}"),
+        }
+        let ints = [0u8; 16];
+        assert!(matches!(
+            decode_f16(&raw(StDtype::I64, &[2], &ints)),
+            Err(ExportError::Checkpoint(
+                gemma4::Error::UnsupportedDtype { .. }
+            ))
+        ));
     }
 }

@@ -212,6 +212,20 @@ impl Checkpoint {
         t.to_dtype(dtype).ctx(op)
     }
 
+    /// The stored bytes of one tensor (zero copy, storage dtype, little-endian, not assumed
+    /// aligned) with its storage dtype and shape, and the file holding it (for error messages).
+    pub fn raw(&self, name: &str) -> Result<RawTensor<'_>> {
+        let (file, full) = self.locate(name)?;
+        let (e, bytes) = file.raw(&full)?;
+        Ok(RawTensor {
+            dtype: e.dtype,
+            shape: e.shape.clone(),
+            bytes,
+            file: file.path(),
+            name: full,
+        })
+    }
+
     /// Read rows `start..start+count` (along dim 0) of one tensor as f32, touching only those rows.
     pub fn load_rows_f32(&self, name: &str, start: usize, count: usize) -> Result<Vec<f32>> {
         let (file, full) = self.locate(name)?;
@@ -312,4 +326,19 @@ fn open_weights(dir: &Path) -> Result<(Vec<StFile>, BTreeMap<String, usize>)> {
         }
     }
     Ok((files, index))
+}
+
+/// The stored bytes of one checkpoint tensor ([`Checkpoint::raw`]).
+#[derive(Debug)]
+pub struct RawTensor<'a> {
+    /// Storage dtype.
+    pub dtype: StDtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major little-endian bytes (`numel × dtype size`, checked when the file was opened).
+    pub bytes: &'a [u8],
+    /// File holding the tensor.
+    pub file: &'a Path,
+    /// Full tensor name (with the checkpoint's prefix).
+    pub name: String,
 }

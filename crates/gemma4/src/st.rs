@@ -230,6 +230,13 @@ impl StFile {
         })
     }
 
+    /// The stored bytes of one tensor (little-endian, in its storage dtype, not assumed aligned)
+    /// with its entry: zero copy, for callers that decode large tensors in parallel.
+    pub fn raw(&self, name: &str) -> Result<(&StEntry, &[u8])> {
+        let e = self.entry(name)?;
+        Ok((e, self.bytes(e)))
+    }
+
     /// Decode a float tensor (F32/F16/BF16) in its storage dtype and check every value is finite.
     pub(crate) fn read_float(&self, name: &str) -> Result<(Vec<usize>, FloatData)> {
         let e = self.entry(name)?;

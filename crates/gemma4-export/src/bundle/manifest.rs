@@ -7,14 +7,38 @@ use crate::plan::{ChunkPlan, ChunkSpec};
 use chunkset::manifest::TOOL;
 use chunkset::{
     BuildFacts, BuildSpec, ChunkRange, ChunkSetManifest, FileEntry, MANIFEST_FORMAT, MANIFEST_NAME,
-    SharedWeights, hash_tree, sha256_file,
+    SharedWeights, hash_tree_known, sha256_file,
 };
 use palettize::{Outcome, TensorRecord};
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The checkpoint's config, index and weight files with their size and sha256 (by file name).
+/// The checkpoint's config, index and weight files with their size and sha256 (by file name),
+/// hashed in parallel.
 pub fn model_files(ckpt: &gemma4::Checkpoint) -> Result<Vec<FileEntry>> {
+    model_paths(ckpt)
+        .par_iter()
+        .map(|p| model_file(p))
+        .collect()
+}
+
+/// [`model_files`] hashed one file after another on the calling thread (the build runs it in the
+/// background, overlapped with emission).
+pub fn model_files_sequential(ckpt: &gemma4::Checkpoint) -> Result<Vec<FileEntry>> {
+    model_paths(ckpt).iter().map(|p| model_file(p)).collect()
+}
+
+fn model_file(p: &Path) -> Result<FileEntry> {
+    let (size, sha256) = sha256_file(p)?;
+    let path = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(FileEntry { path, size, sha256 })
+}
+
+fn model_paths(ckpt: &gemma4::Checkpoint) -> Vec<PathBuf> {
     let dir = ckpt.dir();
     let mut paths: Vec<PathBuf> = vec![dir.join("config.json")];
     let idx = dir.join("model.safetensors.index.json");
@@ -25,16 +49,6 @@ pub fn model_files(ckpt: &gemma4::Checkpoint) -> Result<Vec<FileEntry>> {
     paths.sort();
     paths.dedup();
     paths
-        .par_iter()
-        .map(|p| {
-            let (size, sha256) = sha256_file(p)?;
-            let path = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Ok(FileEntry { path, size, sha256 })
-        })
-        .collect()
 }
 
 fn ranges(chunks: &[ChunkSpec]) -> Vec<ChunkRange> {
@@ -85,8 +99,20 @@ pub fn write_manifest(
     command: &[String],
     build: &BuildFacts,
     records: &[TensorRecord],
-) -> Result<()> {
-    let files = hash_tree(dir)?;
+) -> Result<Vec<FileEntry>> {
+    write_manifest_known(dir, command, build, records, &BTreeMap::new())
+}
+
+/// [`write_manifest`], with the entries of files hashed while they were written (`known`, by
+/// relative path; used when the size on disk matches). Returns the files listed.
+pub fn write_manifest_known(
+    dir: &Path,
+    command: &[String],
+    build: &BuildFacts,
+    records: &[TensorRecord],
+    known: &BTreeMap<String, FileEntry>,
+) -> Result<Vec<FileEntry>> {
+    let files = hash_tree_known(dir, known)?;
     let mut sorted: Vec<&TensorRecord> = records.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     sorted.dedup_by(|a, b| a.name == b.name);
@@ -115,5 +141,6 @@ pub fn write_manifest(
     std::fs::write(&p, m.to_json()?).map_err(|source| crate::error::ExportError::Io {
         path: p.clone(),
         source,
-    })
+    })?;
+    Ok(m.files)
 }

@@ -17,7 +17,10 @@
 use crate::error::{ExportError, Result};
 use crate::layout::{LayerKind, layer_type};
 use crate::plan::{ChunkPlan, ChunkSpec};
-use crate::weights::WeightSource;
+use crate::weights::{WeightSource, decode_rows_f32};
+use chunkset::manifest::FileEntry;
+use chunkset::HashingWriter;
+use rayon::prelude::*;
 use chunkset::model_config::{self, ChunkEntry, ModelConfig, PrefillChunkEntry};
 use chunkset::names::{self, RopeTable};
 use chunkset::{Functions, MODEL_CONFIG_NAME, Precision, VERIFY_FN};
@@ -25,8 +28,10 @@ use half::f16;
 use std::io::Write;
 use std::path::Path;
 
-/// Rows quantised per slab.
+/// Rows quantised per slab (one slab is written while the next is computed).
 const SLAB_ROWS: usize = 4096;
+/// Rows per parallel task within a slab.
+const TASK_ROWS: usize = 64;
 
 /// Files copied into `hf_model/` when present in the checkpoint directory.
 pub const HF_FILES: [&str; 7] = [
@@ -56,7 +61,13 @@ fn f16_bytes(v: impl IntoIterator<Item = f32>) -> Vec<u8> {
         .collect()
 }
 
-/// Quantise the `[rows, cols]` table `key` slab by slab into `<stem>_q8.bin` and `<stem>_scales.bin`.
+/// Quantise the `[rows, cols]` table `key` slab by slab into `<stem>_q8.bin` and `<stem>_scales.bin`;
+/// returns both files' manifest entries (hashed while written).
+///
+/// A checkpoint's stored bytes are decoded and quantised in parallel blocks of rows straight from
+/// its memory map (no f32 copy of a slab); a writer thread writes and hashes each finished slab
+/// while the next one is computed. The bytes are the same whatever the thread count: rows are
+/// independent and slabs are written in order.
 fn write_int8_table(
     dir: &Path,
     stem: &str,
@@ -65,32 +76,96 @@ fn write_int8_table(
     rows: usize,
     cols: usize,
     pool: Option<&rayon::ThreadPool>,
-) -> Result<()> {
+) -> Result<Vec<FileEntry>> {
     let (q8, scales) = names::int8_files(stem);
-    let (qp, sp) = (dir.join(q8), dir.join(scales));
-    let mut qf = std::io::BufWriter::new(std::fs::File::create(&qp).map_err(io_err(&qp))?);
-    let mut sf = std::io::BufWriter::new(std::fs::File::create(&sp).map_err(io_err(&sp))?);
-    let mut start = 0;
-    while start < rows {
-        let n = SLAB_ROWS.min(rows - start);
-        let slab = src.load_rows(key, start, n, cols)?;
-        let mut q = vec![0i8; n * cols];
-        let mut s = vec![f16::ZERO; n];
-        palettize::quantize_rows_into(key, &slab, cols, &mut q, &mut s, start, pool).map_err(
-            |source| ExportError::Palettize {
-                tensor: key.to_string(),
-                source,
-            },
-        )?;
-        let qb: Vec<u8> = q.iter().map(|&x| x as u8).collect();
-        qf.write_all(&qb).map_err(io_err(&qp))?;
-        let sb: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
-        sf.write_all(&sb).map_err(io_err(&sp))?;
-        start += n;
+    let (qp, sp) = (dir.join(&q8), dir.join(&scales));
+    let stored = src.stored(key)?;
+    if let Some(raw) = &stored
+        && (raw.shape.len() != 2 || raw.shape[0] < rows || raw.shape[1] != cols)
+    {
+        return Err(ExportError::Shape {
+            tensor: key.to_string(),
+            expected: vec![rows, cols],
+            found: raw.shape.clone(),
+        });
     }
-    qf.flush().map_err(io_err(&qp))?;
-    sf.flush().map_err(io_err(&sp))?;
-    Ok(())
+    let qf = std::fs::File::create(&qp).map_err(io_err(&qp))?;
+    let sf = std::fs::File::create(&sp).map_err(io_err(&sp))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<i8>, Vec<f16>)>(1);
+    let quantize = |start: usize, q: &mut [i8], s: &mut [f16]| -> Result<()> {
+        let pe = |source| ExportError::Palettize {
+            tensor: key.to_string(),
+            source,
+        };
+        let Some(raw) = &stored else {
+            let slab = src.load_rows(key, start, s.len(), cols)?;
+            return palettize::quantize_rows_into(key, &slab, cols, q, s, start, None).map_err(pe);
+        };
+        let results: Vec<Result<()>> = q
+            .par_chunks_mut(TASK_ROWS * cols)
+            .zip(s.par_chunks_mut(TASK_ROWS))
+            .enumerate()
+            .map_init(Vec::new, |f: &mut Vec<f32>, (b, (qb, sb))| {
+                let first = start + b * TASK_ROWS;
+                f.resize(qb.len(), 0.0);
+                decode_rows_f32(raw, cols, first, f)?;
+                palettize::quantize_rows_into(key, f, cols, qb, sb, first, None).map_err(pe)
+            })
+            .collect();
+        results.into_iter().collect()
+    };
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<[FileEntry; 2]> {
+            let mut qw = HashingWriter::new(std::io::BufWriter::new(qf));
+            let mut sw = HashingWriter::new(std::io::BufWriter::new(sf));
+            for (q, s) in rx {
+                qw.write_all(bytemuck::cast_slice(&q))
+                    .map_err(io_err(&qp))?;
+                let sb: Vec<u8> = s.iter().flat_map(|x| x.to_le_bytes()).collect();
+                sw.write_all(&sb).map_err(io_err(&sp))?;
+            }
+            let (mut qb, qsize, qsha) = qw.finish();
+            qb.flush().map_err(io_err(&qp))?;
+            let (mut sb, ssize, ssha) = sw.finish();
+            sb.flush().map_err(io_err(&sp))?;
+            Ok([
+                FileEntry {
+                    path: q8,
+                    size: qsize,
+                    sha256: qsha,
+                },
+                FileEntry {
+                    path: scales,
+                    size: ssize,
+                    sha256: ssha,
+                },
+            ])
+        });
+        let produced = (|| -> Result<()> {
+            let mut start = 0;
+            while start < rows {
+                let n = SLAB_ROWS.min(rows - start);
+                let mut q = vec![0i8; n * cols];
+                let mut s = vec![f16::ZERO; n];
+                match pool {
+                    Some(p) => p.install(|| quantize(start, &mut q, &mut s))?,
+                    None => quantize(start, &mut q, &mut s)?,
+                }
+                if tx.send((q, s)).is_err() {
+                    // the writer stopped on an error, reported below
+                    break;
+                }
+                start += n;
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let written = writer
+            .join()
+            .map_err(|_| ExportError::Internal(format!("writer of {stem} panicked")))?;
+        produced?;
+        Ok(written?.to_vec())
+    })
 }
 
 /// Rows of the RoPE side tables for context `ctx` (the reference builder's rule).
@@ -121,10 +196,10 @@ pub fn write_side_files(
     model_dir: Option<&Path>,
     facts: &SetFacts<'_>,
     pool: Option<&rayon::ThreadPool>,
-) -> Result<()> {
+) -> Result<Vec<FileEntry>> {
     let lay = &plan.layout;
     let (h, l, p, v) = (lay.hidden, lay.num_layers(), lay.ple_dim, lay.vocab);
-    write_int8_table(
+    let mut hashed = write_int8_table(
         dir,
         names::EMBED_TOKENS,
         src,
@@ -135,7 +210,7 @@ pub fn write_side_files(
     )?;
     if p > 0 {
         let vp = cfg.vocab_size_per_layer_input();
-        write_int8_table(
+        hashed.extend(write_int8_table(
             dir,
             names::EMBED_TOKENS_PER_LAYER,
             src,
@@ -143,7 +218,7 @@ pub fn write_side_files(
             vp,
             l * p,
             pool,
-        )?;
+        )?);
         let proj = src.load_rows("per_layer_model_projection.weight", 0, l * p, h)?;
         write_file(
             &dir.join(names::PER_LAYER_PROJECTION_FILE),
@@ -187,7 +262,7 @@ pub fn write_side_files(
             }
         }
     }
-    Ok(())
+    Ok(hashed)
 }
 
 /// `model_config.json` of a set: the fields the Swift runtime reads (names as it spells them), plus
@@ -270,5 +345,94 @@ pub fn model_config(
                 })
                 .collect()
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gemma4::checkpoint::RawTensor;
+    use gemma4::st::StDtype;
+
+    /// A bf16 table served either as stored bytes (as a checkpoint does) or only through `load`.
+    struct Table {
+        rows: usize,
+        cols: usize,
+        bytes: Vec<u8>,
+        stored: bool,
+    }
+
+    impl WeightSource for Table {
+        fn load(&self, _key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+            let v = self
+                .bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect();
+            Ok((vec![self.rows, self.cols], v))
+        }
+
+        fn stored(&self, _key: &str) -> Result<Option<RawTensor<'_>>> {
+            Ok(self.stored.then(|| RawTensor {
+                dtype: StDtype::BF16,
+                shape: vec![self.rows, self.cols],
+                bytes: &self.bytes,
+                file: Path::new("table.safetensors"),
+                name: "t".into(),
+            }))
+        }
+    }
+
+    #[test]
+    fn int8_tables_are_the_same_bytes_from_stored_rows_or_loaded_slabs_at_any_thread_count() {
+        // more than one slab, a last slab and a last task that are partial, one all-zero row
+        let (rows, cols) = (SLAB_ROWS + 100, 24);
+        let mut v: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i as f32) * 0.377).sin() * (1.0 + (i / cols % 13) as f32))
+            .collect();
+        v[5 * cols..6 * cols].fill(0.0);
+        // the values as stored (bf16)
+        for x in &mut v {
+            *x = half::bf16::from_f32(*x).to_f32();
+        }
+        let bytes: Vec<u8> = v
+            .iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect();
+        let mut outputs = Vec::new();
+        for (stored, threads) in [(false, 1), (true, 1), (true, 2)] {
+            let src = Table {
+                rows,
+                cols,
+                bytes: bytes.clone(),
+                stored,
+            };
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let entries =
+                write_int8_table(dir.path(), "t", &src, "t", rows, cols, Some(&pool)).unwrap();
+            let (q8, scales) = names::int8_files("t");
+            assert_eq!(
+                entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+                [q8.as_str(), scales.as_str()]
+            );
+            for e in &entries {
+                // the entry hashed while writing is the file's
+                let (size, sha) = chunkset::sha256_file(&dir.path().join(&e.path)).unwrap();
+                assert_eq!((size, sha), (e.size, e.sha256.clone()), "{}", e.path);
+            }
+            let q = std::fs::read(dir.path().join(&q8)).unwrap();
+            let s = std::fs::read(dir.path().join(&scales)).unwrap();
+            assert_eq!((q.len(), s.len()), (rows * cols, rows * 2));
+            // the reference recipe on the whole table at once
+            let want = palettize::quantize_rows("t", &v, rows, cols, None).unwrap();
+            assert!(q == want.q_bytes(), "q8: stored {stored}, {threads} threads");
+            assert!(s == want.scale_bytes(), "scales: stored {stored}, {threads} threads");
+            outputs.push((q, s));
+        }
+        assert!(outputs.windows(2).all(|w| w[0] == w[1]));
     }
 }
