@@ -277,7 +277,9 @@ mod tests {
     #[test]
     fn hashes_taken_while_writing_are_used_only_when_the_size_matches() {
         let a = tempfile::tempdir().unwrap();
-        let payload: Vec<u8> = (0..(MAP_AT as usize + 777)).map(|i| (i * 31) as u8).collect();
+        let payload: Vec<u8> = (0..(MAP_AT as usize + 777))
+            .map(|i| (i * 31) as u8)
+            .collect();
         let mut w = HashingWriter::new(Vec::new());
         w.write_all(&payload[..1000]).unwrap();
         w.write_all(&payload[1000..]).unwrap();

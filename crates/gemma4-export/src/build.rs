@@ -391,7 +391,9 @@ fn build_in(
         phases: Vec::new(),
         progress,
     };
-    let ckpt = t.run("inventory", 1, || Ok(gemma4::Checkpoint::open(&opts.model_dir)?))?;
+    let ckpt = t.run("inventory", 1, || {
+        Ok(gemma4::Checkpoint::open(&opts.model_dir)?)
+    })?;
     let plan = t.run("plan", 1, || plan_of(&ckpt, opts))?;
     let prefill_chunks = check_functions(&plan, &opts.spec.functions)?;
     let chunks = selected_chunks(&plan, opts.only.as_deref())?;

@@ -9,12 +9,12 @@
 
 use crate::error::{ExportError, Result};
 use chunkset::{Compression, LutConfig, NBits};
+use gemma4::checkpoint::RawTensor;
+use gemma4::st::StDtype;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use mil::builder::FunctionBuilder;
 use mil::{DType, TensorType, TensorValue, Var};
-use gemma4::checkpoint::RawTensor;
-use gemma4::st::StDtype;
 use palettize::{Decision, Policy, TensorRecord};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -522,7 +522,10 @@ mod tests {
     fn encode(dtype: StDtype, v: &[f32]) -> Vec<u8> {
         match dtype {
             StDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            StDtype::F16 => v.iter().flat_map(|x| f16::from_f32(*x).to_le_bytes()).collect(),
+            StDtype::F16 => v
+                .iter()
+                .flat_map(|x| f16::from_f32(*x).to_le_bytes())
+                .collect(),
             _ => v
                 .iter()
                 .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
@@ -569,7 +572,9 @@ mod tests {
                     .unwrap();
                 let got = pool.install(|| decode_f16(&r)).unwrap();
                 assert!(
-                    got.iter().map(|x| x.to_bits()).eq(want.iter().map(|x| x.to_bits())),
+                    got.iter()
+                        .map(|x| x.to_bits())
+                        .eq(want.iter().map(|x| x.to_bits())),
                     "{dtype:?}, {threads} threads"
                 );
             }

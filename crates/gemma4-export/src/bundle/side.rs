@@ -18,13 +18,13 @@ use crate::error::{ExportError, Result};
 use crate::layout::{LayerKind, layer_type};
 use crate::plan::{ChunkPlan, ChunkSpec};
 use crate::weights::{WeightSource, decode_rows_f32};
-use chunkset::manifest::FileEntry;
 use chunkset::HashingWriter;
-use rayon::prelude::*;
+use chunkset::manifest::FileEntry;
 use chunkset::model_config::{self, ChunkEntry, ModelConfig, PrefillChunkEntry};
 use chunkset::names::{self, RopeTable};
 use chunkset::{Functions, MODEL_CONFIG_NAME, Precision, VERIFY_FN};
 use half::f16;
+use rayon::prelude::*;
 use std::io::Write;
 use std::path::Path;
 
@@ -429,8 +429,14 @@ mod tests {
             assert_eq!((q.len(), s.len()), (rows * cols, rows * 2));
             // the reference recipe on the whole table at once
             let want = palettize::quantize_rows("t", &v, rows, cols, None).unwrap();
-            assert!(q == want.q_bytes(), "q8: stored {stored}, {threads} threads");
-            assert!(s == want.scale_bytes(), "scales: stored {stored}, {threads} threads");
+            assert!(
+                q == want.q_bytes(),
+                "q8: stored {stored}, {threads} threads"
+            );
+            assert!(
+                s == want.scale_bytes(),
+                "scales: stored {stored}, {threads} threads"
+            );
             outputs.push((q, s));
         }
         assert!(outputs.windows(2).all(|w| w[0] == w[1]));
