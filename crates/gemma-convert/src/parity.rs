@@ -287,15 +287,26 @@ impl Embedder for CheckpointEmbedder {
     }
 }
 
-/// The ids to feed and the reference logits row of each step.
+/// The ids to feed and the reference logits row of each compared step.
 pub struct ReferenceRun {
     pub ids: Vec<u32>,
     /// How many of `ids` are the prompt.
     pub prompt_len: usize,
+    /// Position of `logits[0]` (rows before it are never compared and were not kept).
+    pub first: usize,
     pub logits: Vec<Vec<f32>>,
     pub source: String,
     /// Keys of the golden file parity does not read.
     pub unused_keys: Vec<String>,
+}
+
+impl ReferenceRun {
+    /// The reference logits at position `p`.
+    pub fn at(&self, p: usize) -> Result<&Vec<f32>> {
+        p.checked_sub(self.first)
+            .and_then(|i| self.logits.get(i))
+            .with_context(|| format!("no reference logits kept for position {p}"))
+    }
 }
 
 pub(crate) fn golden_reference(path: &Path) -> Result<ReferenceRun> {
@@ -315,20 +326,34 @@ pub(crate) fn golden_reference(path: &Path) -> Result<ReferenceRun> {
     Ok(ReferenceRun {
         ids,
         prompt_len: g.input_ids.len(),
+        first: 0,
         logits,
         source: format!("golden:{}", path.display()),
         unused_keys: g.unknown_keys,
     })
 }
 
-fn forward_reference(ckpt: &Checkpoint, prompt: &[u32], steps: usize) -> Result<ReferenceRun> {
-    let r = Reference::load(ckpt, DType::F32)?;
+/// Greedy run of the streamed reference forward (f32; weights read from the memory-mapped checkpoint
+/// one layer at a time, so a full-size model fits in a few GB): the prompt in one call, keeping the
+/// logits of positions `first..` only, then `steps` greedy tokens.
+fn forward_reference(
+    ckpt: Checkpoint,
+    prompt: &[u32],
+    steps: usize,
+    first: usize,
+) -> Result<ReferenceRun> {
+    if prompt.is_empty() {
+        bail!(UsageError {
+            flag: "--ids",
+            reason: "the prompt needs at least one token id".into(),
+        });
+    }
+    let r = Reference::load_streaming(ckpt, DType::F32)?;
     let mut state = r.new_state();
     let mut ids = prompt.to_vec();
-    let mut logits = Vec::new();
-    let out = r.forward(prompt, &mut state, None)?;
-    let rows: Vec<Vec<f32>> = out.to_vec2()?;
-    logits.extend(rows);
+    let first = first.min(prompt.len() - 1);
+    let out = r.forward_last(prompt, &mut state, prompt.len() - first)?;
+    let mut logits: Vec<Vec<f32>> = out.to_vec2()?;
     for _ in 0..steps {
         let last = logits.last().context("empty prompt")?;
         let next = mil_runtime::parity::argmax(last) as u32;
@@ -338,14 +363,37 @@ fn forward_reference(ckpt: &Checkpoint, prompt: &[u32], steps: usize) -> Result<
         logits.push(rows.pop().context("no logits")?);
     }
     // the last greedy token was never fed; drop it so ids and rows align
-    ids.truncate(logits.len());
+    ids.truncate(first + logits.len());
     Ok(ReferenceRun {
         ids,
         prompt_len: prompt.len(),
+        first,
         logits,
         source: "reference-forward(f32)".into(),
         unused_keys: Vec::new(),
     })
+}
+
+/// Prefill length N recorded in the set's `model_config.json` (0 when it has no prefill function),
+/// read before the set is loaded so the reference keeps only the logits the check compares.
+/// Stateful sets compare every row (their `prefill_b<T>` batches cover the whole prompt): 0.
+fn recorded_prefill_len(set: &Path) -> usize {
+    let Some(v) = std::fs::read_to_string(set.join("model_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return 0;
+    };
+    let stateful = v
+        .get("variant")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|n| chunkset::Variant::parse(n, None, None).is_ok_and(|v| v.is_stateful()));
+    if stateful {
+        return 0;
+    }
+    v.get("prefill_length")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(0, |n| n as usize)
 }
 
 /// The named tolerance of a set: fp32 graphs → fp32, fp16 → fp16, palettized → palettized.
@@ -590,13 +638,24 @@ pub fn run(args: &ParityArgs) -> Result<()> {
             } else {
                 args.ids.clone()
             };
+            // with --prefill, positions before the prefill's last one are never compared
+            let first = if args.prefill {
+                recorded_prefill_len(&args.chunks)
+                    .min(prompt.len())
+                    .saturating_sub(1)
+            } else {
+                0
+            };
             match args.reference_weights {
-                ReferenceWeights::Original => {
-                    forward_reference(&ckpt, &prompt, args.decode_tokens)?
-                }
+                ReferenceWeights::Original => forward_reference(
+                    Checkpoint::open(&model_dir)?,
+                    &prompt,
+                    args.decode_tokens,
+                    first,
+                )?,
                 ReferenceWeights::Graph => {
                     let (_tmp, g) = graph_weights_checkpoint(&ckpt, &args.chunks)?;
-                    let mut r = forward_reference(&g, &prompt, args.decode_tokens)?;
+                    let mut r = forward_reference(g, &prompt, args.decode_tokens, first)?;
                     r.source = "reference-forward(f32, graph weights)".into();
                     r
                 }
@@ -671,7 +730,7 @@ fn decode_runs(
             let got = out
                 .logits
                 .context("the head prefill chunk returned no logits")?;
-            let want = &reference.logits[m - 1];
+            let want = reference.at(m - 1)?;
             cmp.add_at(m - 1, &got, want, out.token_id as usize);
             let ms: Vec<f64> = out
                 .chunk_times
@@ -701,13 +760,8 @@ fn decode_runs(
             extra.insert("prefill".into(), serde_json::Value::Null);
         }
         let start = prefill_len.unwrap_or(0);
-        for (p, (&t, want)) in reference
-            .ids
-            .iter()
-            .zip(&reference.logits)
-            .enumerate()
-            .skip(start)
-        {
+        for (p, &t) in reference.ids.iter().enumerate().skip(start) {
+            let want = reference.at(p)?;
             let out = session
                 .step(t, embedder, true)
                 .with_context(|| format!("{}: decode step at position {p}", kind.label()))?;

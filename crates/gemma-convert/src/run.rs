@@ -1,6 +1,7 @@
 //! `gemma-convert run`: load a checkpoint, run the reference forward on `--ids` (prefill), then
 //! greedy-decode `--max-new-tokens` tokens with the KV cache, printing each chosen id and its
-//! logit (text, or one JSON object with `--json`).
+//! logit (text, or one JSON object with `--json`). The reference streams its weights from the
+//! memory-mapped checkpoint (one layer at a time), so full-size checkpoints run in a few GB.
 
 use std::path::PathBuf;
 
@@ -100,11 +101,14 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         .into());
     }
-    let model = Reference::load(&ckpt, args.dtype.dtype()).context("loading weights")?;
     let eos = ckpt.config().eos_token_ids().to_vec();
+    let prefix = ckpt.prefix().to_string();
+    let layers = ckpt.config().num_hidden_layers();
+    let model =
+        Reference::load_streaming(ckpt, args.dtype.dtype()).context("opening the reference")?;
 
     let mut state = model.new_state();
-    let mut logits = model.forward(&args.ids, &mut state, None)?;
+    let mut logits = model.forward_last(&args.ids, &mut state, 1)?;
     let mut steps: Vec<Step> = Vec::with_capacity(args.max_new_tokens);
     for i in 0..args.max_new_tokens {
         let (id, logit) = last_argmax(&logits)?;
@@ -118,7 +122,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if args.json {
         let out = json!({
             "model": dir.display().to_string(),
-            "prefix": ckpt.prefix(),
+            "prefix": prefix,
             "dtype": args.dtype.name(),
             "prompt_ids": args.ids,
             "generated_ids": steps.iter().map(|s| s.id).collect::<Vec<_>>(),
@@ -126,12 +130,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
         });
         println!("{out}");
     } else {
-        let cfg = ckpt.config();
         println!(
-            "model {} (prefix {:?}, {} layers, vocab {}, {})",
+            "model {} (prefix {:?}, {layers} layers, vocab {}, {})",
             dir.display(),
-            ckpt.prefix(),
-            cfg.num_hidden_layers(),
+            prefix,
             vocab,
             args.dtype.name()
         );

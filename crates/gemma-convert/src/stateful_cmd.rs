@@ -130,9 +130,7 @@ pub fn parity_runs(
             .replay(&ids[..prompt_len], &ids[prompt_len..], emb.as_ref())
             .with_context(|| format!("{}: running the set", kind.label()))?;
         let mut cmp = Comparator::new();
-        compare(&mut cmp, &rows, |p| {
-            reference.logits.get(p).map(Vec::as_slice)
-        })?;
+        compare(&mut cmp, &rows, |p| reference.at(p).ok().map(Vec::as_slice))?;
         let pattern = call_pattern(&turn);
         let calls: Vec<String> = pattern
             .iter()

@@ -13,7 +13,15 @@
 //!    KV-shared layers attend over their producer's K/V of the same step (past + current).
 //! 4. Final RMSNorm, tied lm_head (unscaled embedding matrix), softcap `c·tanh(z/c)`.
 //!
-//! RMSNorm and softmax run in f32, GELU in f32 rounded once; matmuls in the compute dtype.
+//! RMSNorm and softmax run in f32, GELU in f32 rounded once; matmuls in the compute dtype. The
+//! kernels are candle-nn's where their semantics equal the spec (linear, RMSNorm, RoPE, softmax;
+//! see `ops`).
+//!
+//! Weights are either resident ([`Reference::load`]) or streamed from the memory-mapped checkpoint
+//! ([`Reference::load_streaming`]: embedding and PLE rows on demand, one decoder layer at a time,
+//! the LM head slab by slab), so a full-size model runs in a few GB beyond its KV caches.
+//! [`Reference::forward_last`] computes the LM head only for the last rows of a call (HF's
+//! `logits_to_keep`).
 //! Not covered: MoE blocks, attention biases, bidirectional attention (rejected by the config).
 
 mod ops;
@@ -21,6 +29,7 @@ mod state;
 mod weights;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -31,7 +40,7 @@ use crate::config::{Gemma4Config, KvSource, LayerType};
 use crate::error::{CandleContext, Error, Result};
 use crate::rope::RopeTable;
 use state::LayerKv;
-use weights::{DecoderLayer, Weights};
+use weights::{DecoderLayer, Store};
 
 /// Intermediate results of one forward call.
 #[derive(Debug, Default, Clone)]
@@ -55,25 +64,43 @@ struct AttendKv {
 pub struct Reference {
     config: Gemma4Config,
     dtype: DType,
-    weights: Weights,
+    store: Store,
     rope: BTreeMap<LayerType, RopeTable>,
 }
 
 impl Reference {
     /// Load every weight of `ckpt` into compute dtype `dtype` (F32, F16 or BF16).
     pub fn load(ckpt: &Checkpoint, dtype: DType) -> Result<Reference> {
+        Self::check_dtype(dtype)?;
+        Self::with_store(ckpt.config().clone(), dtype, Store::resident(ckpt, dtype)?)
+    }
+
+    /// Keep `ckpt` memory-mapped and read weights when a forward call needs them: the embedding
+    /// and PLE rows of its ids, one decoder layer at a time, the LM head in slabs of vocabulary
+    /// rows. Same numbers as [`Reference::load`]; memory beyond the KV caches stays at about one
+    /// layer's weights in the compute dtype, whatever the model size.
+    pub fn load_streaming(ckpt: Checkpoint, dtype: DType) -> Result<Reference> {
+        Self::check_dtype(dtype)?;
+        let config = ckpt.config().clone();
+        let store = Store::streamed(Arc::new(ckpt), dtype)?;
+        Self::with_store(config, dtype, store)
+    }
+
+    fn check_dtype(dtype: DType) -> Result<()> {
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
             return Err(Error::BadInput {
                 reason: format!("reference compute dtype must be f32, f16 or bf16, not {dtype:?}"),
             });
         }
-        let config = ckpt.config().clone();
-        let weights = Weights::load(ckpt, dtype)?;
+        Ok(())
+    }
+
+    fn with_store(config: Gemma4Config, dtype: DType, store: Store) -> Result<Reference> {
         let rope = crate::rope::tables(&config)?;
         Ok(Reference {
             config,
             dtype,
-            weights,
+            store,
             rope,
         })
     }
@@ -101,6 +128,31 @@ impl Reference {
         state: &mut KvState,
         taps: Option<&mut Taps>,
     ) -> Result<Tensor> {
+        self.forward_keep(ids, state, taps, ids.len())
+    }
+
+    /// Like [`Reference::forward`], but the LM head runs only on the last `keep` positions of the
+    /// call (`1 ≤ keep ≤ ids.len()`): f32 logits `[keep, V]`. A long prompt whose earlier logits
+    /// are not needed then costs neither the time nor the memory of `S × V` logits.
+    pub fn forward_last(&self, ids: &[u32], state: &mut KvState, keep: usize) -> Result<Tensor> {
+        if keep == 0 || keep > ids.len() {
+            return Err(Error::BadInput {
+                reason: format!(
+                    "cannot keep the logits of {keep} of {} positions",
+                    ids.len()
+                ),
+            });
+        }
+        self.forward_keep(ids, state, None, keep)
+    }
+
+    fn forward_keep(
+        &self,
+        ids: &[u32],
+        state: &mut KvState,
+        taps: Option<&mut Taps>,
+        keep: usize,
+    ) -> Result<Tensor> {
         let cfg = &self.config;
         self.check_input(ids, state)?;
         let s = ids.len();
@@ -110,23 +162,22 @@ impl Reference {
         let h = cfg.hidden_size();
 
         // 1. embedding
-        let x = self
-            .weights
-            .embed_tokens
-            .index_select(&ids_t, 0)
-            .ctx(|| "embed_tokens lookup".to_string())?;
+        let x = self.store.embed(ids, &ids_t)?;
         let mut x = ops::scale_by_buffer(&x, (h as f32).sqrt(), "embed scale")?;
 
         // 2. per-layer inputs [S, L, P]
-        let ple = self.per_layer_inputs(&ids_t, &x)?;
+        let ple = self.per_layer_inputs(ids, &ids_t, &x)?;
 
-        // 3. RoPE cos/sin per layer type, [S, 1, D] in the compute dtype
+        // 3. RoPE cos/sin per layer type, half-width [S, D/2] in the compute dtype
         let mut rope_cs = BTreeMap::new();
         for (t, table) in &self.rope {
             let (c, sn) = table.cos_sin(pos0, s);
             let d = table.head_dim;
+            let half = d / 2;
             let mk = |v: Vec<f32>| -> Result<Tensor> {
-                Tensor::from_vec(v, (s, 1, d), &dev)
+                // the full-width rows are cat(f, f): keep the first half of each
+                let v: Vec<f32> = v.chunks(d).flat_map(|r| r[..half].to_vec()).collect();
+                Tensor::from_vec(v, (s, half), &dev)
                     .and_then(|t| t.to_dtype(self.dtype))
                     .ctx(|| format!("rope table {t}"))
             };
@@ -137,7 +188,8 @@ impl Reference {
         let mut shared: BTreeMap<LayerType, AttendKv> = BTreeMap::new();
         let mut layer_taps = Vec::new();
         let want_taps = taps.is_some();
-        for (i, layer) in self.weights.layers.iter().enumerate() {
+        for i in 0..cfg.num_hidden_layers() {
+            let layer = self.store.layer(cfg, i)?;
             let lc = &cfg.layers()[i];
             let (cos, sin) = rope_cs.get(&lc.layer_type).ok_or_else(|| Error::BadInput {
                 reason: format!("no RoPE table for {}", lc.layer_type),
@@ -152,7 +204,7 @@ impl Reference {
             };
             x = self.layer(
                 i,
-                layer,
+                &layer,
                 &x,
                 ple_i.as_ref(),
                 cos,
@@ -166,14 +218,17 @@ impl Reference {
             }
         }
 
-        // 5. final norm, lm_head, softcap
+        // 5. final norm, lm_head (last `keep` rows), softcap
         let xn = ops::rms_norm(
             &x,
-            Some(&self.weights.norm),
+            Some(self.store.norm()),
             cfg.rms_norm_eps(),
             "final norm",
         )?;
-        let logits = ops::linear(&xn, &self.weights.lm_head, "lm_head")?;
+        let xk = xn
+            .narrow(0, s - keep, keep)
+            .ctx(|| "kept positions".to_string())?;
+        let logits = self.store.lm_head(cfg, &xk)?;
         let mut logits = logits
             .to_dtype(DType::F32)
             .ctx(|| "logits to f32".to_string())?;
@@ -225,9 +280,12 @@ impl Reference {
     }
 
     /// PLE inputs `[S, L, P]` (or `None` without PLE).
-    fn per_layer_inputs(&self, ids: &Tensor, x: &Tensor) -> Result<Option<Tensor>> {
+    fn per_layer_inputs(&self, ids: &[u32], ids_t: &Tensor, x: &Tensor) -> Result<Option<Tensor>> {
         let cfg = &self.config;
-        let Some(w) = &self.weights.ple else {
+        let (Some(tok), Some(w)) = (
+            self.store.ple_tokens(ids, ids_t)?,
+            self.store.ple_projection()?,
+        ) else {
             return Ok(None);
         };
         let (l, p, h) = (
@@ -236,10 +294,6 @@ impl Reference {
             cfg.hidden_size(),
         );
         let s = x.dim(0).ctx(|| "PLE".to_string())?;
-        let tok = w
-            .embed_tokens_per_layer
-            .index_select(ids, 0)
-            .ctx(|| "embed_tokens_per_layer lookup".to_string())?;
         let tok = ops::scale_by_buffer(&tok, (p as f32).sqrt(), "PLE token scale")?
             .reshape((s, l, p))
             .ctx(|| "PLE token reshape".to_string())?;

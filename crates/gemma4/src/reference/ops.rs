@@ -1,46 +1,64 @@
 //! Numeric building blocks of the reference forward, with HF's precision rules.
 //!
-//! * RMSNorm: input upcast to f32, `x · (mean(x²) + eps)^(−1/2) · w` (weight used as is, not
-//!   `1 + w`), result cast back to the activation dtype. `w = None` is the parameter-free norm.
-//! * Softmax over the last dim in f32.
-//! * GELU, tanh approximation, evaluated in f32 and rounded once to the activation dtype.
-//! * Linear: `x · wᵀ` in the activation dtype (no bias).
-//! * RoPE application with the rotate_half layout.
+//! candle-nn's kernels are used wherever their semantics equal the spec (spec/gemma4-text.md §3, §5):
+//!
+//! * Linear: `candle_nn::Linear` without bias, `x · wᵀ` in the activation dtype.
+//! * RMSNorm: `candle_nn::ops::rms_norm` on the input upcast to f32 with an f32 weight, result cast
+//!   back to the activation dtype — HF's rule (`x.float()`, `x · (mean(x²) + eps)^(−1/2) · w`,
+//!   weight used as is, not `1 + w`). The kernel itself is only called in f32: for f16 / bf16 inputs
+//!   it rounds the RMS and every product to the input dtype, which HF does not. `w = None` (the
+//!   parameter-free v-norm) multiplies by ones, which is exact.
+//! * RoPE: `candle_nn::rotary_emb::rope_thd`, the non-interleaved (rotate_half, NeoX) layout over
+//!   `[1, S, heads, D]` with `[S, D/2]` cos / sin tables in the activation dtype: per pair
+//!   `(x₁c − x₂s, x₁s + x₂c)`, the same products and sums, rounded the same way, as HF's
+//!   `x·cos + rotate_half(x)·sin`.
+//! * Softmax over the last dim: `candle_nn::ops::softmax_last_dim` on f32 scores (HF runs the
+//!   attention softmax in f32).
+//!
+//! Hand-written, because the spec differs from what candle offers:
+//!
+//! * GELU (tanh approximation): evaluated in f32 and rounded once to the activation dtype, as torch
+//!   does for half tensors; candle's `gelu` on f16 / bf16 rounds every intermediate step.
+//! * Scalar scales: HF casts its scale buffers (√H, √P) to the weight dtype before multiplying, and
+//!   multiplies Python-float scales (H^−½, 2^−½) in f32 with one rounding; candle's `affine` on
+//!   half tensors does neither.
 
-use candle_core::{D, DType, Tensor};
+use candle_core::{DType, Tensor};
+use candle_nn::Module;
 
 use crate::error::{CandleContext, Result};
 
-/// `x @ wᵀ` for `x [.., in]`, `w [out, in]`.
+/// `x @ wᵀ` for `x [.., in]`, `w [out, in]` (no bias).
 pub(crate) fn linear(x: &Tensor, w: &Tensor, op: &str) -> Result<Tensor> {
-    let wt = w.t().ctx(|| format!("{op}: transpose"))?;
-    match x.rank() {
-        2 => x.matmul(&wt).ctx(|| op.to_string()),
-        _ => x.broadcast_matmul(&wt).ctx(|| op.to_string()),
-    }
+    candle_nn::Linear::new(w.clone(), None)
+        .forward(x)
+        .ctx(|| op.to_string())
 }
 
 /// RMSNorm over the last dim, computed in f32; `w` (f32) is applied if given.
 pub(crate) fn rms_norm(x: &Tensor, w: Option<&Tensor>, eps: f64, op: &str) -> Result<Tensor> {
     let ctx = || format!("{op}: rms_norm");
     let dt = x.dtype();
-    let xf = x.to_dtype(DType::F32).ctx(ctx)?;
-    let ms = xf.sqr().ctx(ctx)?.mean_keepdim(D::Minus1).ctx(ctx)?;
-    let r = ms.affine(1.0, eps).ctx(ctx)?.powf(-0.5).ctx(ctx)?;
-    let mut y = xf.broadcast_mul(&r).ctx(ctx)?;
-    if let Some(w) = w {
-        y = y.broadcast_mul(w).ctx(ctx)?;
-    }
-    y.to_dtype(dt).ctx(ctx)
+    let xf = x.to_dtype(DType::F32).ctx(ctx)?.contiguous().ctx(ctx)?;
+    let ones;
+    let alpha = match w {
+        Some(w) => w,
+        None => {
+            let d = xf.dim(candle_core::D::Minus1).ctx(ctx)?;
+            ones = Tensor::ones(d, DType::F32, xf.device()).ctx(ctx)?;
+            &ones
+        }
+    };
+    candle_nn::ops::rms_norm(&xf, alpha, eps as f32)
+        .ctx(ctx)?
+        .to_dtype(dt)
+        .ctx(ctx)
 }
 
 /// Softmax over the last dim of an f32 tensor.
 pub(crate) fn softmax_f32(x: &Tensor, op: &str) -> Result<Tensor> {
     let ctx = || format!("{op}: softmax");
-    let m = x.max_keepdim(D::Minus1).ctx(ctx)?;
-    let e = x.broadcast_sub(&m).ctx(ctx)?.exp().ctx(ctx)?;
-    let s = e.sum_keepdim(D::Minus1).ctx(ctx)?;
-    e.broadcast_div(&s).ctx(ctx)
+    candle_nn::ops::softmax_last_dim(&x.contiguous().ctx(ctx)?).ctx(ctx)
 }
 
 /// GELU (tanh approximation) computed in f32, returned in the input dtype.
@@ -55,17 +73,15 @@ pub(crate) fn gelu_tanh(x: &Tensor, op: &str) -> Result<Tensor> {
         .ctx(ctx)
 }
 
-/// Apply RoPE to `x [S, heads, D]` with `cos`, `sin` of shape `[S, 1, D]` (activation dtype).
+/// Apply RoPE to `x [S, heads, D]` with half-width tables `cos`, `sin` of shape `[S, D/2]`
+/// (activation dtype; the full-width table is `cat(f, f)`).
 pub(crate) fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, op: &str) -> Result<Tensor> {
     let ctx = || format!("{op}: rope");
-    let d = x.dim(D::Minus1).ctx(ctx)?;
-    let half = d / 2;
-    let x1 = x.narrow(D::Minus1, 0, half).ctx(ctx)?;
-    let x2 = x.narrow(D::Minus1, half, half).ctx(ctx)?;
-    let rot = Tensor::cat(&[&x2.neg().ctx(ctx)?, &x1], D::Minus1).ctx(ctx)?;
-    let a = x.broadcast_mul(cos).ctx(ctx)?;
-    let b = rot.broadcast_mul(sin).ctx(ctx)?;
-    a.add(&b).ctx(ctx)
+    let x4 = x.contiguous().ctx(ctx)?.unsqueeze(0).ctx(ctx)?;
+    candle_nn::rotary_emb::rope_thd(&x4, cos, sin)
+        .ctx(ctx)?
+        .squeeze(0)
+        .ctx(ctx)
 }
 
 /// Multiply by a scalar that is first rounded to the tensor's dtype (HF casts its scale
