@@ -33,6 +33,7 @@ pub mod ops;
 pub mod parity;
 pub mod state;
 pub mod stateful;
+pub mod storage;
 pub mod tensor;
 pub mod verify;
 

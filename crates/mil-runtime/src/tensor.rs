@@ -11,36 +11,37 @@
 //! ANE may round intermediate steps inside an op, so differences of a few fp16 ulps are expected.
 //!
 //! Data is reference counted: cloning a tensor (e.g. a weight bound into every run) is O(1), and a
-//! weight keeps its storage dtype (a 262144×1536 fp16 LM head stays 768 MiB of f16).
+//! weight keeps its storage dtype (a 262144×1536 fp16 LM head stays 768 MiB of f16). fp16 and fp32
+//! literals are not copied at all: they stay in the memory-mapped `weight.bin` ([`Shared`]).
 
 use crate::error::{KernelError, RuntimeError};
+pub use crate::storage::{Element, Shared};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use mil::{DType, TensorType, TensorValue};
 use std::borrow::Cow;
-use std::sync::Arc;
 
 /// The element storage of a [`Tensor`].
 #[derive(Clone, Debug)]
 pub enum TensorData {
     /// `fp16`.
-    F16(Arc<Vec<f16>>),
+    F16(Shared<f16>),
     /// `fp32`.
-    F32(Arc<Vec<f32>>),
+    F32(Shared<f32>),
     /// `int32`.
-    I32(Arc<Vec<i32>>),
+    I32(Shared<i32>),
     /// `int16`.
-    I16(Arc<Vec<i16>>),
+    I16(Shared<i16>),
     /// `uint16`.
-    U16(Arc<Vec<u16>>),
+    U16(Shared<u16>),
     /// `int8`.
-    I8(Arc<Vec<i8>>),
+    I8(Shared<i8>),
     /// `uint8`.
-    U8(Arc<Vec<u8>>),
+    U8(Shared<u8>),
     /// `bool`.
-    Bool(Arc<Vec<bool>>),
+    Bool(Shared<bool>),
     /// `string` (op parameters only).
-    Str(Arc<Vec<String>>),
+    Str(Shared<String>),
 }
 
 impl TensorData {
@@ -128,19 +129,19 @@ impl Tensor {
 
     /// An fp16 tensor.
     pub fn from_f16(shape: &[usize], v: Vec<f16>) -> Result<Tensor, RuntimeError> {
-        Tensor::new(shape.to_vec(), TensorData::F16(Arc::new(v)))
+        Tensor::new(shape.to_vec(), TensorData::F16(Shared::new(v)))
     }
     /// An fp32 tensor.
     pub fn from_f32(shape: &[usize], v: Vec<f32>) -> Result<Tensor, RuntimeError> {
-        Tensor::new(shape.to_vec(), TensorData::F32(Arc::new(v)))
+        Tensor::new(shape.to_vec(), TensorData::F32(Shared::new(v)))
     }
     /// An int32 tensor.
     pub fn from_i32(shape: &[usize], v: Vec<i32>) -> Result<Tensor, RuntimeError> {
-        Tensor::new(shape.to_vec(), TensorData::I32(Arc::new(v)))
+        Tensor::new(shape.to_vec(), TensorData::I32(Shared::new(v)))
     }
     /// A bool tensor.
     pub fn from_bool(shape: &[usize], v: Vec<bool>) -> Result<Tensor, RuntimeError> {
-        Tensor::new(shape.to_vec(), TensorData::Bool(Arc::new(v)))
+        Tensor::new(shape.to_vec(), TensorData::Bool(Shared::new(v)))
     }
     /// An fp16 tensor rounded from f32 values.
     pub fn f16_from_f32(shape: &[usize], v: &[f32]) -> Result<Tensor, RuntimeError> {
@@ -148,11 +149,11 @@ impl Tensor {
     }
     /// A rank-0 fp32 tensor.
     pub fn scalar_f32(x: f32) -> Tensor {
-        Tensor::from_parts(Vec::new(), TensorData::F32(Arc::new(vec![x])))
+        Tensor::from_parts(Vec::new(), TensorData::F32(Shared::new(vec![x])))
     }
     /// A rank-0 int32 tensor.
     pub fn scalar_i32(x: i32) -> Tensor {
-        Tensor::from_parts(Vec::new(), TensorData::I32(Arc::new(vec![x])))
+        Tensor::from_parts(Vec::new(), TensorData::I32(Shared::new(vec![x])))
     }
 
     /// A float tensor of dtype `dtype` (fp16 or fp32) from f32 values (rounded once for fp16).
@@ -162,11 +163,11 @@ impl Tensor {
         v: Vec<f32>,
     ) -> Result<Tensor, KernelError> {
         match dtype {
-            DType::F32 => Ok(Tensor::from_parts(shape, TensorData::F32(Arc::new(v)))),
+            DType::F32 => Ok(Tensor::from_parts(shape, TensorData::F32(Shared::new(v)))),
             DType::F16 => {
                 let mut out = vec![f16::ZERO; v.len()];
                 out.convert_from_f32_slice(&v);
-                Ok(Tensor::from_parts(shape, TensorData::F16(Arc::new(out))))
+                Ok(Tensor::from_parts(shape, TensorData::F16(Shared::new(out))))
             }
             d => Err(KernelError::dtype(d, "expected a float output dtype")),
         }
@@ -179,12 +180,12 @@ impl Tensor {
         v: &[i64],
     ) -> Result<Tensor, KernelError> {
         let data = match dtype {
-            DType::I32 => TensorData::I32(Arc::new(v.iter().map(|&x| x as i32).collect())),
-            DType::I16 => TensorData::I16(Arc::new(v.iter().map(|&x| x as i16).collect())),
-            DType::U16 => TensorData::U16(Arc::new(v.iter().map(|&x| x as u16).collect())),
-            DType::I8 => TensorData::I8(Arc::new(v.iter().map(|&x| x as i8).collect())),
-            DType::U8 => TensorData::U8(Arc::new(v.iter().map(|&x| x as u8).collect())),
-            DType::Bool => TensorData::Bool(Arc::new(v.iter().map(|&x| x != 0).collect())),
+            DType::I32 => TensorData::I32(Shared::new(v.iter().map(|&x| x as i32).collect())),
+            DType::I16 => TensorData::I16(Shared::new(v.iter().map(|&x| x as i16).collect())),
+            DType::U16 => TensorData::U16(Shared::new(v.iter().map(|&x| x as u16).collect())),
+            DType::I8 => TensorData::I8(Shared::new(v.iter().map(|&x| x as i8).collect())),
+            DType::U8 => TensorData::U8(Shared::new(v.iter().map(|&x| x as u8).collect())),
+            DType::Bool => TensorData::Bool(Shared::new(v.iter().map(|&x| x != 0).collect())),
             d => return Err(KernelError::dtype(d, "expected an integer output dtype")),
         };
         Ok(Tensor::from_parts(shape, data))
@@ -321,7 +322,7 @@ impl Tensor {
         let n = v.num_elements();
         if v.dtype() == DType::Str {
             let s = v.strings().unwrap_or(&[]).to_vec();
-            return Tensor::new(shape, TensorData::Str(Arc::new(s)));
+            return Tensor::new(shape, TensorData::Str(Shared::new(s)));
         }
         let b = v.bytes().map(|b| b.as_bytes()).unwrap_or(&[]);
         let bad = || {
@@ -331,40 +332,51 @@ impl Tensor {
         if b.len() != need {
             return Err(bad());
         }
+        // fp16 / fp32 weights stay in the (memory-mapped) buffer the package reader gave us
+        if let Some(buf) = v.bytes() {
+            let mapped = match v.dtype() {
+                DType::F16 => Shared::mapped(buf).map(TensorData::F16),
+                DType::F32 => Shared::mapped(buf).map(TensorData::F32),
+                _ => None,
+            };
+            if let Some(data) = mapped {
+                return Tensor::new(shape, data);
+            }
+        }
         let data = match v.dtype() {
-            DType::F16 => TensorData::F16(Arc::new(
+            DType::F16 => TensorData::F16(Shared::new(
                 b.chunks_exact(2)
                     .map(|c| f16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             )),
-            DType::F32 => TensorData::F32(Arc::new(
+            DType::F32 => TensorData::F32(Shared::new(
                 b.chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             )),
-            DType::I32 => TensorData::I32(Arc::new(
+            DType::I32 => TensorData::I32(Shared::new(
                 b.chunks_exact(4)
                     .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             )),
-            DType::I16 => TensorData::I16(Arc::new(
+            DType::I16 => TensorData::I16(Shared::new(
                 b.chunks_exact(2)
                     .map(|c| i16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             )),
-            DType::U16 => TensorData::U16(Arc::new(
+            DType::U16 => TensorData::U16(Shared::new(
                 b.chunks_exact(2)
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             )),
-            DType::I8 => TensorData::I8(Arc::new(b.iter().map(|&x| x as i8).collect())),
-            DType::U8 => TensorData::U8(Arc::new(b.to_vec())),
-            DType::Bool => TensorData::Bool(Arc::new(b.iter().map(|&x| x != 0).collect())),
+            DType::I8 => TensorData::I8(Shared::new(b.iter().map(|&x| x as i8).collect())),
+            DType::U8 => TensorData::U8(Shared::new(b.to_vec())),
+            DType::Bool => TensorData::Bool(Shared::new(b.iter().map(|&x| x != 0).collect())),
             DType::F64 | DType::Bf16 => {
                 let f = v
                     .to_f32_vec()
                     .map_err(|e| RuntimeError::InvalidTensor(e.to_string()))?;
-                TensorData::F32(Arc::new(f))
+                TensorData::F32(Shared::new(f))
             }
             DType::I64 | DType::U32 | DType::U64 => {
                 let i = v
@@ -379,7 +391,7 @@ impl Tensor {
                         ))
                     })?);
                 }
-                TensorData::I32(Arc::new(out))
+                TensorData::I32(Shared::new(out))
             }
             d => {
                 return Err(RuntimeError::InvalidTensor(format!(
@@ -404,10 +416,10 @@ impl Tensor {
             TensorData::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::I8(v) => v.iter().map(|&x| x as u8).collect(),
-            TensorData::U8(v) => v.as_ref().clone(),
+            TensorData::U8(v) => v.to_vec(),
             TensorData::Bool(v) => v.iter().map(|&x| u8::from(x)).collect(),
             TensorData::Str(v) => {
-                return TensorValue::from_strings(&self.shape, v.as_ref().clone()).map_err(err);
+                return TensorValue::from_strings(&self.shape, v.to_vec()).map_err(err);
             }
         };
         TensorValue::from_bytes(ty, bytes).map_err(err)

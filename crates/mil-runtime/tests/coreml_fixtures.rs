@@ -361,3 +361,28 @@ fn stateful_multi_function_package_carries_one_state_across_functions() {
         Err(RuntimeError::StateSchema { .. })
     ));
 }
+
+/// fp16 weights read from a package are views into its memory-mapped `weight.bin`: the
+/// interpreter holds no copy of them (what lets it run full-size fp32 chunk sets).
+#[test]
+fn package_weights_stay_in_the_mapped_weight_file() {
+    let pkg = mlpackage::read_package(&fixtures().join("tiny_fp16.mlpackage")).unwrap();
+    let be = CpuBackend::from_program(&pkg.program).unwrap();
+    let (fname, f) = pkg.program.functions.iter().next().unwrap();
+    let mut mapped = 0;
+    for op in f.block.operations.iter().filter(|o| o.op_type == "const") {
+        let Some(out) = op.outputs.first() else {
+            continue;
+        };
+        let Some(t) = be.interpreter().constant(fname, &out.name).unwrap() else {
+            continue;
+        };
+        if let mil_runtime::tensor::TensorData::F16(s) = t.data()
+            && t.len() >= 64
+        {
+            assert!(s.is_mapped(), "`{}` was copied", out.name);
+            mapped += 1;
+        }
+    }
+    assert!(mapped > 0, "no fp16 weight found");
+}

@@ -14,9 +14,9 @@
 use super::util::map2;
 use super::{KernelFn, OpArgs};
 use crate::error::KernelError;
+use crate::tensor::Shared;
 use crate::tensor::{Tensor, TensorData};
 use mil::DType;
-use std::sync::Arc;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Op {
@@ -180,7 +180,7 @@ fn run(a: &OpArgs<'_>, op: Op) -> Result<Vec<Tensor>, KernelError> {
         })?;
         return Ok(vec![Tensor::from_parts(
             shape,
-            TensorData::Bool(Arc::new(v)),
+            TensorData::Bool(Shared::new(v)),
         )]);
     }
     let float = dx.is_float() || dy.is_float();
@@ -194,7 +194,7 @@ fn run(a: &OpArgs<'_>, op: Op) -> Result<Vec<Tensor>, KernelError> {
         };
         return Ok(vec![Tensor::from_parts(
             shape,
-            TensorData::Bool(Arc::new(v)),
+            TensorData::Bool(Shared::new(v)),
         )]);
     }
     if float {

@@ -18,11 +18,11 @@
 //! `constexpr_cast`, and the iOS16 versions of these ops.
 
 use crate::error::KernelError;
+use crate::tensor::Shared;
 use crate::tensor::{Tensor, TensorData};
 use half::f16;
 use mil::{DType, TensorValue};
 use rayon::prelude::*;
-use std::sync::Arc;
 
 fn index_bits(d: DType) -> Option<usize> {
     match d {
@@ -285,19 +285,19 @@ pub fn lut_to_dense(
     let data = match lt.data() {
         TensorData::F16(l) => {
             let (v, s) = expand_lut(l, ib, bits, &shape, gshape, &blk, vec, vaxis);
-            (TensorData::F16(Arc::new(v)), s)
+            (TensorData::F16(Shared::new(v)), s)
         }
         TensorData::F32(l) => {
             let (v, s) = expand_lut(l, ib, bits, &shape, gshape, &blk, vec, vaxis);
-            (TensorData::F32(Arc::new(v)), s)
+            (TensorData::F32(Shared::new(v)), s)
         }
         TensorData::I8(l) => {
             let (v, s) = expand_lut(l, ib, bits, &shape, gshape, &blk, vec, vaxis);
-            (TensorData::I8(Arc::new(v)), s)
+            (TensorData::I8(Shared::new(v)), s)
         }
         TensorData::U8(l) => {
             let (v, s) = expand_lut(l, ib, bits, &shape, gshape, &blk, vec, vaxis);
-            (TensorData::U8(Arc::new(v)), s)
+            (TensorData::U8(Shared::new(v)), s)
         }
         _ => {
             return Err(KernelError::bad(

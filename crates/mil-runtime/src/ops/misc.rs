@@ -12,9 +12,9 @@
 use super::OpArgs;
 use super::util::{broadcast_offsets, broadcast_shapes};
 use crate::error::KernelError;
+use crate::tensor::Shared;
 use crate::tensor::{Tensor, TensorData};
 use mil::DType;
-use std::sync::Arc;
 
 /// Convert `x` to `dtype` with MIL `cast` semantics.
 pub fn cast_to(x: &Tensor, dtype: DType) -> Result<Tensor, KernelError> {
@@ -26,7 +26,7 @@ pub fn cast_to(x: &Tensor, dtype: DType) -> Result<Tensor, KernelError> {
         DType::F16 | DType::F32 => Tensor::float_from_f32(dtype, shape, x.to_f32()?.into_owned()),
         DType::Bool => Ok(Tensor::from_parts(
             shape,
-            TensorData::Bool(Arc::new(x.to_bool()?.into_owned())),
+            TensorData::Bool(Shared::new(x.to_bool()?.into_owned())),
         )),
         DType::I32 | DType::I16 | DType::U16 | DType::I8 | DType::U8 => {
             let v = if x.dtype().is_float() {
@@ -79,15 +79,15 @@ pub fn select(a: &OpArgs<'_>) -> Result<Vec<Tensor>, KernelError> {
         broadcast_offsets(x.shape(), &shape),
         broadcast_offsets(y.shape(), &shape),
     );
-    fn pick<T: Clone>(
+    fn pick<T: crate::tensor::Element>(
         cond: &[bool],
         a: &[T],
         b: &[T],
         oc: &[usize],
         oa: &[usize],
         ob: &[usize],
-    ) -> Arc<Vec<T>> {
-        Arc::new(
+    ) -> Shared<T> {
+        Shared::new(
             (0..oc.len())
                 .map(|i| {
                     if cond[oc[i]] {

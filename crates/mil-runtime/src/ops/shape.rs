@@ -17,9 +17,9 @@
 use super::OpArgs;
 use super::util::{gather_runs, norm_axis, strides};
 use crate::error::KernelError;
+use crate::tensor::Shared;
 use crate::tensor::{Tensor, TensorData};
 use half::f16;
-use std::sync::Arc;
 
 /// Copy elements into a transposed layout: output dim `i` is input dim `perm[i]`.
 fn permute_vec<T: Clone>(v: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
@@ -80,15 +80,15 @@ pub fn permute(t: &Tensor, perm: &[usize]) -> Result<Tensor, KernelError> {
     }
     let s = t.shape();
     let data = match t.data() {
-        TensorData::F16(v) => TensorData::F16(Arc::new(permute_vec(v, s, perm))),
-        TensorData::F32(v) => TensorData::F32(Arc::new(permute_vec(v, s, perm))),
-        TensorData::I32(v) => TensorData::I32(Arc::new(permute_vec(v, s, perm))),
-        TensorData::I16(v) => TensorData::I16(Arc::new(permute_vec(v, s, perm))),
-        TensorData::U16(v) => TensorData::U16(Arc::new(permute_vec(v, s, perm))),
-        TensorData::I8(v) => TensorData::I8(Arc::new(permute_vec(v, s, perm))),
-        TensorData::U8(v) => TensorData::U8(Arc::new(permute_vec(v, s, perm))),
-        TensorData::Bool(v) => TensorData::Bool(Arc::new(permute_vec(v, s, perm))),
-        TensorData::Str(v) => TensorData::Str(Arc::new(permute_vec(v, s, perm))),
+        TensorData::F16(v) => TensorData::F16(Shared::new(permute_vec(v, s, perm))),
+        TensorData::F32(v) => TensorData::F32(Shared::new(permute_vec(v, s, perm))),
+        TensorData::I32(v) => TensorData::I32(Shared::new(permute_vec(v, s, perm))),
+        TensorData::I16(v) => TensorData::I16(Shared::new(permute_vec(v, s, perm))),
+        TensorData::U16(v) => TensorData::U16(Shared::new(permute_vec(v, s, perm))),
+        TensorData::I8(v) => TensorData::I8(Shared::new(permute_vec(v, s, perm))),
+        TensorData::U8(v) => TensorData::U8(Shared::new(permute_vec(v, s, perm))),
+        TensorData::Bool(v) => TensorData::Bool(Shared::new(permute_vec(v, s, perm))),
+        TensorData::Str(v) => TensorData::Str(Shared::new(permute_vec(v, s, perm))),
     };
     Ok(Tensor::from_parts(shape, data))
 }
@@ -467,8 +467,8 @@ pub fn pad(a: &OpArgs<'_>) -> Result<Vec<Tensor>, KernelError> {
         ));
     }
     let src = index_map(&shape, map, &st);
-    fn fill<T: Clone>(v: &[T], src: &[Option<usize>], c: T) -> Arc<Vec<T>> {
-        Arc::new(
+    fn fill<T: crate::tensor::Element>(v: &[T], src: &[Option<usize>], c: T) -> Shared<T> {
+        Shared::new(
             src.iter()
                 .map(|s| s.map_or_else(|| c.clone(), |i| v[i].clone()))
                 .collect(),

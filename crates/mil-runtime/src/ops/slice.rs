@@ -11,8 +11,8 @@
 use super::OpArgs;
 use super::util::{strides, take};
 use crate::error::KernelError;
+use crate::tensor::Shared;
 use crate::tensor::{Tensor, TensorData};
-use std::sync::Arc;
 
 fn vec_param(a: &OpArgs<'_>, name: &str, rank: usize) -> Result<Option<Vec<i64>>, KernelError> {
     match a.ints(name)? {
@@ -176,12 +176,12 @@ pub fn slice_update(a: &OpArgs<'_>) -> Result<Vec<Tensor>, KernelError> {
         ));
     }
     let offs = offsets(&r.per_dim, x.shape());
-    fn put<T: Clone>(x: &[T], u: &[T], offs: &[usize]) -> Arc<Vec<T>> {
+    fn put<T: crate::tensor::Element>(x: &[T], u: &[T], offs: &[usize]) -> Shared<T> {
         let mut v = x.to_vec();
         for (k, &o) in offs.iter().enumerate() {
             v[o] = u[k].clone();
         }
-        Arc::new(v)
+        Shared::new(v)
     }
     let data = match (x.data(), u.data()) {
         (TensorData::F16(x), TensorData::F16(u)) => TensorData::F16(put(x, u, &offs)),

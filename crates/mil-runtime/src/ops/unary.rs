@@ -21,9 +21,9 @@
 
 use super::{KernelFn, OpArgs};
 use crate::error::KernelError;
+use crate::tensor::Shared;
 use crate::tensor::{Tensor, TensorData};
 use mil::DType;
-use std::sync::Arc;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum U {
@@ -92,7 +92,7 @@ fn logical_not(a: &OpArgs<'_>) -> Result<Vec<Tensor>, KernelError> {
     let v: Vec<bool> = x.to_bool()?.iter().map(|&b| !b).collect();
     Ok(vec![Tensor::from_parts(
         x.shape().to_vec(),
-        TensorData::Bool(Arc::new(v)),
+        TensorData::Bool(Shared::new(v)),
     )])
 }
 

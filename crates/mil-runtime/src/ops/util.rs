@@ -5,8 +5,8 @@
 //! the outer dimensions and a tight inner loop over the last dimension.
 
 use crate::error::KernelError;
+use crate::tensor::Shared;
 use crate::tensor::{Tensor, TensorData};
-use std::sync::Arc;
 
 /// Normalise a possibly negative axis against `rank` (valid: `-rank..rank`).
 pub fn norm_axis(axis: i64, rank: usize, param: &str) -> Result<usize, KernelError> {
@@ -148,8 +148,8 @@ pub fn broadcast_offsets(shape: &[usize], out: &[usize]) -> Vec<usize> {
 
 /// Build a tensor of the same dtype as `t` whose element `i` is `t[src[i]]`.
 pub fn take(t: &Tensor, src: &[usize], shape: Vec<usize>) -> Tensor {
-    fn g<T: Clone>(v: &[T], src: &[usize]) -> Arc<Vec<T>> {
-        Arc::new(src.iter().map(|&i| v[i].clone()).collect())
+    fn g<T: crate::tensor::Element>(v: &[T], src: &[usize]) -> Shared<T> {
+        Shared::new(src.iter().map(|&i| v[i].clone()).collect())
     }
     let data = match t.data() {
         TensorData::F16(v) => TensorData::F16(g(v, src)),
@@ -171,13 +171,13 @@ pub fn gather_runs(
     runs: &[(usize, usize, usize)],
     shape: Vec<usize>,
 ) -> Result<Tensor, KernelError> {
-    fn g<T: Clone>(vs: &[&[T]], runs: &[(usize, usize, usize)]) -> Arc<Vec<T>> {
+    fn g<T: crate::tensor::Element>(vs: &[&[T]], runs: &[(usize, usize, usize)]) -> Shared<T> {
         let n = runs.iter().map(|r| r.2).sum();
         let mut out = Vec::with_capacity(n);
         for &(t, s, l) in runs {
             out.extend_from_slice(&vs[t][s..s + l]);
         }
-        Arc::new(out)
+        Shared::new(out)
     }
     let first = parts
         .first()
