@@ -7,6 +7,9 @@
 //! With `--prefill` (sets built with a prefill function) it first times one batched prefill of a
 //! full `N`-token prompt (after one untimed prefill when `--warmup` > 0), reports prefill tokens/s and
 //! milliseconds per prefill chunk, then decodes on from position `N`.
+//!
+//! With `--estimate DEVICE` (or `all`) it runs nothing: it prints the calibrated memory roofline of
+//! the set's decode step on Apple devices ([`crate::estimate`]).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -48,6 +51,11 @@ pub struct BenchArgs {
     /// Stateful sets with `--prefill`: prompt length.
     #[arg(long, default_value_t = 64)]
     pub prompt_tokens: usize,
+    /// Instead of running the set, estimate its decode speed on an Apple device from the bytes each
+    /// chunk moves (calibrated roofline): iphone15pro, iphone16pro, iphone17, iphone17pro, m2, m3,
+    /// m4, m4pro, m4max, or `all`.
+    #[arg(long, value_name = "DEVICE")]
+    pub estimate: Option<String>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -67,6 +75,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     // verified first, under its shared lock: no build replaces the set meanwhile
     let checked = crate::verify_cmd::check_set(&args.chunks, args.json)?;
+    if let Some(which) = &args.estimate {
+        if which != "all" && !crate::estimate::DEVICES.iter().any(|d| d.key == which) {
+            return Err(UsageError {
+                flag: "--estimate",
+                reason: format!(
+                    "unknown device `{which}` (known: {}, all)",
+                    crate::estimate::DEVICES
+                        .iter()
+                        .map(|d| d.key)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+            .into());
+        }
+        return crate::estimate::run(&args.chunks, which, args.json);
+    }
     if crate::parity::is_stateful(&checked.config) {
         return crate::stateful_cmd::bench(args, &checked);
     }

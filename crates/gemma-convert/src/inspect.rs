@@ -38,7 +38,7 @@ fn literal_bytes(v: &Value) -> (DType, u64) {
 }
 
 /// Weight bytes by storage class for one function.
-fn storage(ops: &[Operation]) -> BTreeMap<String, u64> {
+pub(crate) fn storage(ops: &[Operation]) -> BTreeMap<String, u64> {
     let mut m: BTreeMap<String, u64> = BTreeMap::new();
     for op in ops {
         match op.op_type.as_str() {

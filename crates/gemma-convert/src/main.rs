@@ -9,6 +9,7 @@
 mod bench;
 mod build_cmd;
 mod compile;
+mod estimate;
 mod exit;
 mod fidelity;
 mod inspect;
