@@ -49,7 +49,7 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
         if cause.is::<CheckFailed>() {
             return 1;
         }
-        if cause.is::<UsageError>() || cause.is::<SourceError>() {
+        if cause.is::<UsageError>() {
             return 2;
         }
         // a package that cannot be read (the CLI only reads packages it is given)
@@ -64,6 +64,9 @@ pub fn status_of(e: &anyhow::Error) -> u8 {
         }
         if let Some(p) = cause.downcast_ref::<mlpackage::publish::PublishError>() {
             return if p.is_usage() { 2 } else { 1 };
+        }
+        if let Some(s) = cause.downcast_ref::<SourceError>() {
+            return if s.is_bad_input() { 2 } else { 1 };
         }
         if let Some(x) = cause.downcast_ref::<gemma4_export::ExportError>() {
             // The exporter says whether the input or an internal step is at fault.

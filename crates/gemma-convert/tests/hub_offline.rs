@@ -1,4 +1,4 @@
-//! `--model <repo id>` with the `hub` feature and `HF_HUB_OFFLINE=1`: resolved from a fake
+//! `--model <repo id>` (the default `hub` feature) with `HF_HUB_OFFLINE=1`: resolved from a fake
 //! Hugging Face cache laid out in a temp dir (HF_HUB_CACHE or HF_HOME/hub), never from the
 //! network; a repo absent from the cache is a clear exit-2 error.
 #![cfg(feature = "hub")]
