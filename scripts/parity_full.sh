@@ -20,7 +20,8 @@
 #   5. a summary: max |Δlogit|, top-1 and mean KL per position range.
 # The set is deleted afterwards (KEEP_SET=1 keeps it); the checkpoint is kept for the next variant
 # (delete WORK_DIR when done). Disk: checkpoint + 2 × the set's weights (decode and prefill packages
-# each hold them: E2B fp32 2 × 9.1 GB, E4B fp32 2 × 18.7 GB) + int8 side tables (2.8 / 3.5 GB).
+# each hold them: E2B fp32 2 × 9.1 GB, E4B fp32 2 × 18.7 GB) + the int8 side tables while the build
+# writes them (2.8 / 3.5 GB; deleted before the parity run, which reads the checkpoint's embeddings).
 # Heavy on a 2-core machine: it runs under `nice`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +72,11 @@ t0=$(date +%s.%N)
 nice "$bin" --model "$ckpt" --variant "$variant" --nbits 0 --precision "$precision" --ctx $ctx \
     --functions "decode,prefill:$prefill" --out "$set_dir" --quiet
 t1=$(date +%s.%N)
+# parity reads embeddings from the checkpoint (--embeddings checkpoint): the int8 tables are not used
+# (2.8 GB for E2B, 3.5 GB for E4B); KEEP_SIDE=1 keeps them
+if [ "${KEEP_SIDE:-0}" != 1 ]; then
+    rm -f "$set_dir/embed_tokens_q8.bin" "$set_dir/embed_tokens_per_layer_q8.bin"
+fi
 
 sample "$work/$tag.run.peak" nice "$bin" run --model "$ckpt" --ids "$ids" --max-new-tokens $decode --json \
     > "$work/$tag.run.json"
