@@ -78,8 +78,12 @@ if [ "${KEEP_SIDE:-0}" != 1 ]; then
     rm -f "$set_dir/embed_tokens_q8.bin" "$set_dir/embed_tokens_per_layer_q8.bin"
 fi
 
-sample "$work/$tag.run.peak" nice "$bin" run --model "$ckpt" --ids "$ids" --max-new-tokens $decode --json \
-    > "$work/$tag.run.json"
+# the reference alone does not depend on the set: one run per checkpoint (kept in WORK_DIR)
+if [ ! -s "$work/$model.run.json" ]; then
+    sample "$work/$model.run.peak" nice "$bin" run --model "$ckpt" --ids "$ids" --max-new-tokens $decode \
+        --json > "$work/$model.run.json.tmp"
+    mv "$work/$model.run.json.tmp" "$work/$model.run.json"
+fi
 t2=$(date +%s.%N)
 rc=0
 sample "$work/$tag.parity.peak" nice "$bin" parity --model "$ckpt" --chunks "$set_dir" --ids "$ids" \
@@ -92,8 +96,9 @@ work, tag, n, p = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t0, t1, t2, t3 = map(float, sys.argv[5:9])
 set_bytes = int(sys.argv[9])
 r = json.load(open(f"{work}/{tag}.parity.json"))
-run = json.load(open(f"{work}/{tag}.run.json"))
-peak_run = int(open(f"{work}/{tag}.run.peak").read()) / 2**20
+model = tag.split("-")[0]
+run = json.load(open(f"{work}/{model}.run.json"))
+peak_run = int(open(f"{work}/{model}.run.peak").read()) / 2**20
 peak_par = int(open(f"{work}/{tag}.parity.peak").read()) / 2**20
 per = r["per_position"]
 ranges = [
@@ -101,7 +106,7 @@ ranges = [
     (f"prompt {n}..{p-1} via decode_q1 (written-back caches, past the window)", lambda q: n <= q < p),
     (f"greedy decode {p}..{p+15}", lambda q: q >= p),
 ]
-print(f"{tag}: set {set_bytes/1e9:.1f} GB built in {t1-t0:.0f} s; reference alone {t2-t1:.0f} s, "
+print(f"{tag}: set {set_bytes/1e9:.1f} GB built in {t1-t0:.0f} s; reference alone {f'{t2-t1:.0f} s' if t2-t1 > 1 else 'reused'}, "
       f"peak anon {peak_run:.2f} GiB; parity {t3-t2:.0f} s, peak anon {peak_par:.2f} GiB")
 print(f"  overall: {r['positions']} positions, max |Δlogit| {r['max_abs_logit_diff']:.3e}, "
       f"top-1 {100*r['top1_agreement']:.1f} %, mean KL {r['mean_kl']:.2e}, "
