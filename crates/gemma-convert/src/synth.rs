@@ -309,6 +309,7 @@ mod tests {
             out: out.clone(),
             seed: 0,
             shard_bytes: 2_000_000_000,
+            force: false,
         })
         .unwrap();
         let ck = Checkpoint::open(&out).unwrap();
@@ -345,7 +346,7 @@ mod tests {
     #[test]
     fn synth_never_touches_what_it_did_not_create() {
         let tmp = tempfile::tempdir().unwrap();
-        // a sibling named like the old staging directory survives
+        // a sibling named like a staging directory of another tool survives
         let sibling = tmp.path().join("ckpt.partial");
         std::fs::create_dir_all(&sibling).unwrap();
         std::fs::write(sibling.join("keep"), b"x").unwrap();
@@ -357,6 +358,7 @@ mod tests {
             out: out.clone(),
             seed: 0,
             shard_bytes: 2_000_000_000,
+            force: false,
         })
         .unwrap_err();
         assert!(e.to_string().contains("not empty"), "{e}");
@@ -364,7 +366,7 @@ mod tests {
         let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".synth-"))
+            .filter(|e| e.file_name().to_string_lossy().contains(".partial-pid"))
             .collect();
         assert!(leftovers.is_empty());
     }

@@ -257,10 +257,11 @@ fn e4b_side_file_facts() {
         &SetFacts {
             model_name: "gemma-4-e4b",
             quantization: "int4",
-            verify_k: None,
-            prefill: None,
+            functions: &chunkset::Functions::default(),
+            prefill_chunks: &[],
         },
     );
+    let mc = serde_json::to_value(&mc).unwrap();
     let eq = |k: &str, want: serde_json::Value| assert_eq!(mc[k], want, "model_config.{k}");
     eq("hidden_size", 2560.into());
     eq("num_hidden_layers", 42.into());
