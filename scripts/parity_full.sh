@@ -20,8 +20,9 @@
 #   5. a summary: max |Δlogit|, top-1 and mean KL per position range.
 # The set is deleted afterwards (KEEP_SET=1 keeps it); the checkpoint is kept for the next variant
 # (delete WORK_DIR when done). Disk: checkpoint + 2 × the set's weights (decode and prefill packages
-# each hold them: E2B fp32 2 × 9.1 GB, E4B fp32 2 × 18.7 GB) + the int8 side tables while the build
-# writes them (2.8 / 3.5 GB; deleted before the parity run, which reads the checkpoint's embeddings).
+# each hold them: E2B fp32 2 × 9.1 GB, E4B fp32 2 × 18.7 GB; fp16 half of that) + the int8 side
+# tables (2.8 / 3.5 GB; `parity` verifies the whole set first, so they stay although the run reads
+# the checkpoint's exact embeddings, `--embeddings checkpoint`).
 # Heavy on a 2-core machine: it runs under `nice`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,12 +73,6 @@ t0=$(date +%s.%N)
 nice "$bin" --model "$ckpt" --variant "$variant" --nbits 0 --precision "$precision" --ctx $ctx \
     --functions "decode,prefill:$prefill" --out "$set_dir" --quiet
 t1=$(date +%s.%N)
-# parity reads embeddings from the checkpoint (--embeddings checkpoint): the int8 tables are not used
-# (2.8 GB for E2B, 3.5 GB for E4B); KEEP_SIDE=1 keeps them
-if [ "${KEEP_SIDE:-0}" != 1 ]; then
-    rm -f "$set_dir/embed_tokens_q8.bin" "$set_dir/embed_tokens_per_layer_q8.bin"
-fi
-
 # the reference alone does not depend on the set: one run per checkpoint (kept in WORK_DIR)
 if [ ! -s "$work/$model.run.json" ]; then
     sample "$work/$model.run.peak" nice "$bin" run --model "$ckpt" --ids "$ids" --max-new-tokens $decode \
@@ -87,7 +82,7 @@ fi
 t2=$(date +%s.%N)
 rc=0
 sample "$work/$tag.parity.peak" nice "$bin" parity --model "$ckpt" --chunks "$set_dir" --ids "$ids" \
-    --decode-tokens $decode --prefill --json > "$work/$tag.parity.json" || rc=$?
+    --decode-tokens $decode --prefill --embeddings checkpoint --json > "$work/$tag.parity.json" || rc=$?
 t3=$(date +%s.%N)
 
 "$py" - "$work" "$tag" "$prefill" "$prompt_len" "$t0" "$t1" "$t2" "$t3" "$(du -sb "$set_dir" | cut -f1)" <<'PY'
