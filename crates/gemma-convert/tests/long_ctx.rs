@@ -1,5 +1,5 @@
 //! Long contexts (issue 13 item 4) on a fixture: `swa4` and `flash` built at ctx 8192 pass fp32
-//! parity — against the HF golden, and against the reference forward on a prompt that crosses a
+//! parity with the checkpoint's exact embeddings — against the HF golden, and against the reference forward on a prompt that crosses a
 //! flash key block (1024 keys) and reaches far past the sliding window, through a batched prefill,
 //! its write-back and decode steps. The full-size ctx 8192 builds are measured by
 //! `scripts/bench_ctx8k.sh` (docs/PERFORMANCE.md).
@@ -88,6 +88,8 @@ fn ctx_8192_swa4_and_flash_pass_fp32_parity_on_a_fixture() {
             set,
             "--golden",
             golden.to_str().unwrap(),
+            "--embeddings",
+            "checkpoint",
             "--tolerance",
             "fp32",
             "--json",
@@ -108,6 +110,8 @@ fn ctx_8192_swa4_and_flash_pass_fp32_parity_on_a_fixture() {
             "--prefill",
             "--decode-tokens",
             "4",
+            "--embeddings",
+            "checkpoint",
             "--tolerance",
             "fp32",
             "--json",
