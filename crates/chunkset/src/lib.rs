@@ -40,7 +40,7 @@ pub mod names;
 pub mod published;
 pub mod variant;
 
-pub use chunk::{ChunkSpec, KvSlot, PrefillKv};
+pub use chunk::{ChunkSpec, KvSlot, LayerStack, PrefillKv};
 pub use compression::{BadNBits, Compression, DEFAULT_GROUP_SIZE, LutConfig, NBits};
 pub use error::ContractError;
 pub use files::{

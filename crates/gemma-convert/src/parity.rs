@@ -433,22 +433,12 @@ impl Run {
 
     /// The run's metrics, verdict and extra fields as JSON.
     pub fn to_json(&self) -> serde_json::Value {
-        let m = &self.metrics;
-        let verdict = self.verdict();
-        let mut v = json!({
-            "embeddings": self.kind.embeddings(),
-            "tolerance": self.tolerance.name(),
-            "positions": m.positions,
-            "top1_agreement": m.top1_agreement,
-            "max_abs_logit_diff": m.max_abs_logit_diff,
-            "mean_abs_logit_diff": m.mean_abs_logit_diff,
-            "mean_kl": m.mean_kl,
-            "token_id_is_argmax": m.token_id_is_argmax,
-            "worst_position": m.worst_position,
-            "pass": verdict.is_ok(),
-            "failure": verdict.as_ref().err(),
-            "per_position": m.per_position,
-        });
+        let mut v = metrics_json(&self.metrics, self.tolerance);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("embeddings".into(), json!(self.kind.embeddings()));
+            o.insert("tolerance".into(), json!(self.tolerance.name()));
+            o.insert("per_position".into(), json!(self.metrics.per_position));
+        }
         if let Some(o) = v.as_object_mut() {
             o.extend(self.extra.clone());
         }
@@ -781,4 +771,20 @@ fn decode_runs(
         });
     }
     Ok(Runs { backend, runs })
+}
+
+/// The figures and verdict of one comparison as the report spells them (both hosts' reports).
+pub(crate) fn metrics_json(m: &Metrics, tolerance: Tolerance) -> serde_json::Value {
+    let verdict = tolerance.check(m);
+    json!({
+        "positions": m.positions,
+        "top1_agreement": m.top1_agreement,
+        "max_abs_logit_diff": m.max_abs_logit_diff,
+        "mean_abs_logit_diff": m.mean_abs_logit_diff,
+        "mean_kl": m.mean_kl,
+        "token_id_is_argmax": m.token_id_is_argmax,
+        "worst_position": m.worst_position,
+        "pass": verdict.is_ok(),
+        "failure": verdict.as_ref().err(),
+    })
 }

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::bench::BenchArgs;
 use crate::exit::{CheckFailed, UsageError};
-use crate::parity::{ParityArgs, ReferenceRun, Run, RunKind, Runs, embedder_for};
+use crate::parity::{ParityArgs, ReferenceRun, Run, RunKind, Runs, embedder_for, metrics_json};
 use crate::verify_cmd::CheckedSet;
 
 fn open(dir: &Path, kind: BackendKind) -> Result<StatefulSet> {
@@ -91,21 +91,6 @@ fn call_pattern(turn: &TurnOutput) -> Vec<(usize, usize)> {
         }
     }
     v
-}
-
-fn metrics_json(m: &Metrics, tolerance: Tolerance) -> serde_json::Value {
-    let verdict = tolerance.check(m);
-    json!({
-        "positions": m.positions,
-        "top1_agreement": m.top1_agreement,
-        "max_abs_logit_diff": m.max_abs_logit_diff,
-        "mean_abs_logit_diff": m.mean_abs_logit_diff,
-        "mean_kl": m.mean_kl,
-        "token_id_is_argmax": m.token_id_is_argmax,
-        "worst_position": m.worst_position,
-        "pass": verdict.is_ok(),
-        "failure": verdict.as_ref().err(),
-    })
 }
 
 /// The runs of `parity` on a stateful set: the reference's ids (the first `prompt_len` are the

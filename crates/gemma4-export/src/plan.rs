@@ -22,6 +22,7 @@
 //! functions are `infer` and `prefill_b<T>` ([`ChunkPlan::check_prefill_batch`]).
 
 use crate::layout::{LayerKind, ModelLayout};
+use chunkset::LayerStack;
 use std::ops::Range;
 
 pub use chunkset::{
@@ -161,55 +162,17 @@ fn cuts(variant: &Variant, l: usize, f: usize) -> Vec<(&'static str, Range<usize
     variant.chunk_names().iter().copied().zip(bounds).collect()
 }
 
-/// The KV slots of a chunk's KV-owning layers: sliding and full slots each numbered in layer order.
-fn kv_slots(layout: &ModelLayout, range: &Range<usize>) -> Vec<KvSlot> {
-    let mut next = [0usize; 2];
-    range
-        .clone()
-        .filter(|&i| layout.layers[i].kv_source.is_none())
-        .map(|i| {
-            let kind = layout.layers[i].kind;
-            let n = &mut next[kind as usize];
-            *n += 1;
-            KvSlot {
-                layer: i,
-                kind,
-                slot: *n - 1,
-            }
-        })
-        .collect()
-}
-
-/// The chunk specs of `cuts`: slots, PLE, shared-KV roles and the head.
-fn chunk_specs(layout: &ModelLayout, cuts: &[(&str, Range<usize>)]) -> Vec<ChunkSpec> {
-    let l = layout.num_layers();
-    let producers = LayerKind::ALL.map(|k| layout.producer(k));
-    let has_consumers =
-        |range: &Range<usize>| range.clone().any(|i| layout.layers[i].kv_source.is_some());
-    cuts.iter()
-        .enumerate()
-        .map(|(ci, (name, range))| {
-            let kv_slots = kv_slots(layout, range);
-            let count = |kind: LayerKind| kv_slots.iter().filter(|s| s.kind == kind).count();
-            let owns = !kv_slots.is_empty();
-            let slots = |kind| if owns { count(kind).max(1) } else { 0 };
-            let holds_producers = producers
-                .iter()
-                .any(|p| p.is_some_and(|p| range.contains(&p)));
-            let later_consumers = cuts[ci + 1..].iter().any(|(_, r)| has_consumers(r));
-            ChunkSpec {
-                name: (*name).to_string(),
-                layers: range.clone(),
-                sliding_slots: slots(LayerKind::Sliding),
-                full_slots: slots(LayerKind::Full),
-                kv_slots,
-                computes_ple: range.start == 0 && layout.ple_dim > 0,
-                reads_shared_kv: has_consumers(range) && !holds_producers,
-                emits_shared_kv: holds_producers && later_consumers,
-                has_head: range.end == l,
-            }
-        })
-        .collect()
+/// The layer facts of `layout` the chunk roles follow from (the contract's, [`LayerStack`]).
+fn layer_stack(layout: &ModelLayout) -> LayerStack {
+    LayerStack::new(
+        layout.layers.iter().map(|l| l.kind).collect(),
+        layout
+            .layers
+            .iter()
+            .map(|l| l.kv_source.is_none())
+            .collect(),
+        layout.ple_dim > 0,
+    )
 }
 
 impl ChunkPlan {
@@ -259,7 +222,7 @@ impl ChunkPlan {
             full_attention,
             sliding_producer: layout.producer(LayerKind::Sliding),
             full_producer: layout.producer(LayerKind::Full),
-            chunks: chunk_specs(layout, &cuts),
+            chunks: layer_stack(layout).chunk_specs(&cuts),
             forms: GraphForms::default(),
             taps: Taps::none(),
             numerics: crate::numerics::Numerics::default(),

@@ -7,8 +7,8 @@ use chunkset::model_config::{ARCHITECTURE, COMPUTE_UNITS, PREFILL_SLIDING_MASK, 
 use chunkset::names::HF_MODEL_DIR;
 use chunkset::{
     BuildSpec, ChunkRange, ChunkSetManifest, ChunkSpec, ContractError, FunctionKind, IoContract,
-    IoDType, KindIo, KvSlot, LayerKind, MODEL_CONFIG_NAME, ModelConfig, Precision, Taps, VERIFY_FN,
-    Variant,
+    IoDType, KindIo, KvSlot, LayerKind, LayerStack, MODEL_CONFIG_NAME, ModelConfig, Precision,
+    Taps, VERIFY_FN, Variant,
 };
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -58,62 +58,31 @@ fn first_shared(cfg: &ModelConfig) -> usize {
     cfg.num_layers.saturating_sub(cfg.num_kv_shared_layers)
 }
 
-/// The producer of a kind: its last KV-owning layer.
-fn producer(cfg: &ModelConfig, kind: LayerKind) -> Option<usize> {
-    let f = first_shared(cfg).min(cfg.layer_types.len());
-    (0..f).rev().find(|&i| cfg.layer_types[i] == kind)
+/// The layer facts `cfg` describes (the contract's, [`LayerStack`]: what the writer's plan derives
+/// its chunk roles from), over the layers both `num_layers` and `layer_types` cover (the checks
+/// report a disagreement between them).
+fn stack(cfg: &ModelConfig) -> LayerStack {
+    let n = cfg.num_layers.min(cfg.layer_types.len());
+    LayerStack::with_shared_suffix(
+        cfg.layer_types[..n].to_vec(),
+        first_shared(cfg),
+        cfg.per_layer_dim > 0,
+    )
 }
 
-/// The KV slots of the KV-owning layers in `range`: sliding and full slots each numbered in layer
-/// order.
+/// The producer of a kind: its last KV-owning layer.
+fn producer(cfg: &ModelConfig, kind: LayerKind) -> Option<usize> {
+    stack(cfg).producer(kind)
+}
+
+/// The KV slots of the KV-owning layers in `range`.
 fn kv_slots(cfg: &ModelConfig, range: &Range<usize>) -> Vec<KvSlot> {
-    let mut next = [0usize; 2];
-    range
-        .clone()
-        .filter(|&i| i < first_shared(cfg) && i < cfg.layer_types.len())
-        .map(|i| {
-            let kind = cfg.layer_types[i];
-            let n = &mut next[usize::from(kind == LayerKind::Full)];
-            *n += 1;
-            KvSlot {
-                layer: i,
-                kind,
-                slot: *n - 1,
-            }
-        })
-        .collect()
+    stack(cfg).kv_slots(range)
 }
 
 /// The chunk specs of consecutive layer ranges (the roles every chunk's I/O follows from).
 fn specs(cfg: &ModelConfig, cuts: &[(String, Range<usize>)]) -> Vec<ChunkSpec> {
-    let l = cfg.num_layers;
-    let f = first_shared(cfg);
-    let producers = LayerKind::ALL.map(|k| producer(cfg, k));
-    let has_consumers = |r: &Range<usize>| r.end > f;
-    cuts.iter()
-        .enumerate()
-        .map(|(ci, (name, range))| {
-            let kv_slots = kv_slots(cfg, range);
-            let count = |kind: LayerKind| kv_slots.iter().filter(|s| s.kind == kind).count();
-            let owns = !kv_slots.is_empty();
-            let slots = |kind| if owns { count(kind).max(1) } else { 0 };
-            let holds_producers = producers
-                .iter()
-                .any(|p| p.is_some_and(|p| range.contains(&p)));
-            let later_consumers = cuts[ci + 1..].iter().any(|(_, r)| has_consumers(r));
-            ChunkSpec {
-                name: name.clone(),
-                layers: range.clone(),
-                sliding_slots: slots(LayerKind::Sliding),
-                full_slots: slots(LayerKind::Full),
-                kv_slots,
-                computes_ple: range.start == 0 && cfg.per_layer_dim > 0,
-                reads_shared_kv: has_consumers(range) && !holds_producers,
-                emits_shared_kv: holds_producers && later_consumers,
-                has_head: range.end == l,
-            }
-        })
-        .collect()
+    stack(cfg).chunk_specs(cuts)
 }
 
 /// Check that `ranges` cover `0..l` in order, each non-empty; findings on `field`.
