@@ -267,79 +267,32 @@ fn own_kv(
     )?;
     let g_k = w.vector(&key("self_attn.k_norm.weight"), d)?;
     let lo = ctx.plan.forms.layout;
+    let (k, v) = project_kv(
+        b,
+        h4,
+        &wk,
+        &wv,
+        g_k,
+        cos,
+        sin,
+        (kvh, d, sq),
+        eps,
+        form,
+        rmat.as_ref(),
+        lo,
+    )?;
     let (ka, va) = match ctx.kind {
-        FunctionKind::Decode => {
-            let pad = slot_padding(ctx, i);
-            let (k, v) = project_kv(
-                b,
-                h4,
-                &wk,
-                &wv,
-                g_k,
-                cos,
-                sin,
-                (kvh, d, sq),
-                eps,
-                form,
-                rmat.as_ref(),
-                lo,
-            )?;
-            update_cache(b, ctx, i, &k, &v, pad)?
-        }
+        FunctionKind::Decode => update_cache(b, ctx, i, &k, &v, slot_padding(ctx, i))?,
         FunctionKind::Verify { .. } => {
-            let (k, v) = project_kv(
-                b,
-                h4,
-                &wk,
-                &wv,
-                g_k,
-                cos,
-                sin,
-                (kvh, d, sq),
-                eps,
-                form,
-                rmat.as_ref(),
-                lo,
-            )?;
             let kv = update_cache(b, ctx, i, &k, &v, None)?;
             ctx.rows.insert(i, (k, v));
             kv
         }
         FunctionKind::Prefill { .. } => {
-            let (k, v) = project_kv(
-                b,
-                h4,
-                &wk,
-                &wv,
-                g_k,
-                cos,
-                sin,
-                (kvh, d, sq),
-                eps,
-                form,
-                rmat.as_ref(),
-                lo,
-            )?;
             ctx.rows.insert(i, (k.clone(), v.clone()));
             (k, v)
         }
-        FunctionKind::Stateful { .. } => {
-            let (k, v) = project_kv(
-                b,
-                h4,
-                &wk,
-                &wv,
-                g_k,
-                cos,
-                sin,
-                (kvh, d, sq),
-                eps,
-                form,
-                rmat.as_ref(),
-                lo,
-            )?;
-            super::stateful::write_kv(b, ctx, i, &k, &v)?
-        }
+        FunctionKind::Stateful { .. } => super::stateful::write_kv(b, ctx, i, &k, &v)?,
     };
     if ctx.plan.producer(info.kind) == Some(i) {
         ctx.shared.insert(info.kind, (ka.clone(), va.clone()));
