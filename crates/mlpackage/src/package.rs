@@ -187,8 +187,9 @@ struct Member {
 
 /// Packages written around **one** `weight.bin`: the blob literals of every package added go into
 /// the same weight file (in the order the packages are added, identical contents stored once), and
-/// every package of the group gets a byte-identical copy of it, so each package's blob offsets are
-/// valid in every other's weight file. This is what lets a runtime hard-link the weight file of a
+/// every package of the group gets a byte-identical copy of it (a hard link of one file where the
+/// filesystem allows, a copy otherwise), so each package's blob offsets are valid in every other's
+/// weight file. This is what lets a runtime hard-link the weight file of a
 /// decode chunk and of the prefill chunk holding the same layers (each package still loads on its
 /// own; blobs only another member references are carried unused).
 ///
@@ -337,7 +338,9 @@ fn place(m: &Member, weights: Option<(&Path, bool)>, overwrite: bool) -> Result<
         let w = weights_dir.join("weight.bin");
         if last {
             io(&w, fs::rename(src, &w))?;
-        } else {
+        } else if fs::hard_link(src, &w).is_err() {
+            // One file on disk for every member where the filesystem allows (the members sit in
+            // one directory tree, so it does unless links are unsupported); a copy otherwise.
             io(&w, fs::copy(src, &w))?;
             io(&w, File::open(&w).and_then(|f| f.sync_all()))?;
         }

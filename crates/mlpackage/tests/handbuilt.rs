@@ -466,6 +466,19 @@ fn package_group_shares_one_byte_identical_weight_file() {
         "a and b share the file"
     );
     assert_eq!(weight(&dests[0]), weight(&dests[2]), "c shares it too");
+    #[cfg(unix)]
+    {
+        // one file on disk: the members' weight files are hard links of each other
+        use std::os::unix::fs::MetadataExt;
+        let meta = |d: &Path| {
+            std::fs::metadata(d.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap()
+        };
+        let m0 = meta(&dests[0]);
+        assert_eq!(m0.nlink(), 3);
+        for d in &dests[1..] {
+            assert_eq!((meta(d).dev(), meta(d).ino()), (m0.dev(), m0.ino()));
+        }
+    }
     // a and b reference the same blobs at the same offsets; the union is stored once
     let offsets = |d: &Path| -> BTreeSet<u64> { blob_refs(d).into_iter().map(|r| r.2).collect() };
     assert_eq!(offsets(&dests[0]), offsets(&dests[1]));
