@@ -1,7 +1,9 @@
 //! The conversion as a readable phase list:
-//! `inventory → plan → emit → optimize → serialize → [compile] → verify → side files → publish`.
+//! `inventory → plan → emit → optimize → serialize → [compile] → verify → publish`, with the side
+//! files written and the checkpoint hashed on threads of their own beside the chunk phases.
 //!
-//! * **inventory**: open the checkpoint (config, tensor headers, prefix), hash its files.
+//! * **inventory**: open the checkpoint (config, tensor headers, prefix); its files are hashed (for
+//!   the manifest) beside the phases that follow.
 //! * **plan**: derive the [`ChunkPlan`] of the variant.
 //! * **emit** (per chunk): prepare the chunk's weights (palettize them in parallel when compressing),
 //!   then emit its MIL functions with one code path for every layer: `decode_q1` (default) and, with
@@ -17,7 +19,8 @@
 //! * **compile** (`--format mlmodelc|both`): compile the written package into `<chunk>.mlmodelc`
 //!   (`mlpackage::compiled`); with `mlmodelc` the package is removed again.
 //! * **verify**: read every package (and bundle) back from disk and validate its program.
-//! * **side files**: int8 embedding / PLE tables, PLE projection and norm, RoPE tables,
+//! * **side files** (beside emit … verify, sharing the pool): int8 embedding / PLE tables, PLE
+//!   projection and norm, RoPE tables,
 //!   `model_config.json` (plus `verify_k` / `prefill_length` / `prefill_chunks` when those functions
 //!   are built), `hf_model/`.
 //! * **publish**: `manifest.json` (sha256 of every file, tool version, the build options as data
@@ -240,7 +243,8 @@ pub struct BuildReport {
     pub out: PathBuf,
     /// Wall time of the whole build (every phase, the overlapped checkpoint hashing included).
     pub seconds: f64,
-    /// Wall time per phase; [`HASH_PHASE`] runs beside the others and is not part of their sum.
+    /// Wall time per phase; [`HASH_PHASE`] and [`SIDE_PHASE`] run beside the others and are not
+    /// part of their sum.
     pub phases: Vec<(String, f64)>,
     pub packages: Vec<PackageSummary>,
     pub files: usize,
@@ -455,6 +459,10 @@ fn build_in(
 /// part of their sum).
 pub const HASH_PHASE: &str = "checkpoint sha256 (overlapped)";
 
+/// Phase name of the side files in the report (written beside the chunks' phases, so not part of
+/// their sum either).
+pub const SIDE_PHASE: &str = "side files (overlapped)";
+
 /// What [`build_parts`] produced: the packages, the weight records, the files hashed while written.
 type Parts = (
     Vec<PackageSummary>,
@@ -462,8 +470,8 @@ type Parts = (
     BTreeMap<String, chunkset::FileEntry>,
 );
 
-/// emit → … → verify of every selected chunk, then the side files (unless `--only` names a chunk),
-/// into the staging directory `dir`.
+/// emit → … → verify of every selected chunk and, beside them, the side files (unless `--only`
+/// names a chunk), into the staging directory `dir`.
 #[allow(clippy::too_many_arguments)]
 fn build_parts(
     t: &mut Timer<'_>,
@@ -481,28 +489,23 @@ fn build_parts(
         progress: t.progress,
         dir,
     };
-    let mut packages = Vec::new();
-    let mut records: Vec<TensorRecord> = Vec::new();
-    for chunk in chunks {
-        let mut w = Weights::new(
-            ckpt as &dyn WeightSource,
-            plan.fp32,
-            opts.spec.compression,
-            pool,
-        );
-        packages.extend(emit_chunk(t, &pctx, chunk, prefill_chunks, &mut w)?);
-        records.extend(w.records());
-    }
-    let mut known = BTreeMap::new();
-    if opts.only.is_none() || opts.only.as_deref() == Some(SIDE_PART) {
-        let hashed = t.run("side files", 1, || {
+    let side = opts.only.is_none() || opts.only.as_deref() == Some(SIDE_PART);
+    // The side files (int8 tables, RoPE, config, hf_model/) depend on nothing the chunks produce:
+    // they are written beside the chunks' emission as the other half of a `rayon::join`, so both
+    // share the build's pool (each alone leaves cores idle in its serial stretches: a chunk's
+    // optimize and serialize, a table's writing and hashing). A join, not a thread of its own: the
+    // build runs on a pool worker, and a worker blocked on a thread that waits for the pool would
+    // deadlock a one-thread pool; with one thread the join runs the two halves one after the other.
+    let write_side = || {
+        side.then(|| {
+            let t0 = Instant::now();
             let facts = SetFacts {
                 model_name: &opts.spec.model_name(),
                 quantization: &opts.spec.quantization(),
                 functions: &opts.spec.functions,
                 prefill_chunks,
             };
-            write_side_files(
+            let r = write_side_files(
                 dir,
                 plan,
                 ckpt.config(),
@@ -510,9 +513,39 @@ fn build_parts(
                 Some(ckpt.dir()),
                 &facts,
                 pool,
-            )
-        })?;
-        known.extend(hashed.into_iter().map(|f| (f.path.clone(), f)));
+            );
+            (r, t0.elapsed().as_secs_f64())
+        })
+    };
+    let mut packages = Vec::new();
+    let mut records: Vec<TensorRecord> = Vec::new();
+    let emit_all = || -> Result<()> {
+        for chunk in chunks {
+            let mut w = Weights::new(
+                ckpt as &dyn WeightSource,
+                plan.fp32,
+                opts.spec.compression,
+                pool,
+            );
+            packages.extend(emit_chunk(t, &pctx, chunk, prefill_chunks, &mut w)?);
+            records.extend(w.records());
+        }
+        Ok(())
+    };
+    let (emitted, side_files) = match pool {
+        Some(p) => p.install(|| rayon::join(emit_all, write_side)),
+        None => rayon::join(emit_all, write_side),
+    };
+    let mut known = BTreeMap::new();
+    if let Some((hashed, secs)) = side_files {
+        // shown and reported once done (it ran beside the chunks' phases, not after them)
+        t.progress.start(SIDE_PHASE, 1);
+        t.progress.finish(SIDE_PHASE, secs);
+        t.phases.push((SIDE_PHASE.to_string(), secs));
+        emitted?;
+        known.extend(hashed?.into_iter().map(|f| (f.path.clone(), f)));
+    } else {
+        emitted?;
     }
     Ok((packages, records, known))
 }

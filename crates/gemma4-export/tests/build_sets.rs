@@ -5,7 +5,7 @@ mod common;
 
 use chunkset::{ChunkSetManifest, compare_sets};
 use common::opts;
-use gemma4_export::build::{NoProgress, SIDE_PART, assemble, build};
+use gemma4_export::build::{HASH_PHASE, NoProgress, SIDE_PART, SIDE_PHASE, assemble, build};
 use gemma4_export::{Compression, NBits, Precision, Variant};
 
 #[test]
@@ -15,6 +15,13 @@ fn int4_build_is_reproducible_and_palettizes_every_projection() {
     let b = tb.path().join("set");
     let report = build(&opts("tiny-pal", &a).threads(1).zip(true), &NoProgress).unwrap();
     assert_eq!(report.packages.len(), 4);
+    // the side files and the checkpoint hashing ran beside the chunk phases: reported as such,
+    // once each
+    let names: Vec<&str> = report.phases.iter().map(|(n, _)| n.as_str()).collect();
+    for p in [SIDE_PHASE, HASH_PHASE] {
+        assert_eq!(names.iter().filter(|n| **n == p).count(), 1, "{names:?}");
+    }
+    assert!(!names.contains(&"side files"), "{names:?}");
     build(&opts("tiny-pal", &b).threads(2).zip(true), &NoProgress).unwrap();
     let diff = compare_sets(&a, &b).unwrap();
     assert!(diff.is_identical(), "1 vs 2 threads differ: {diff:?}");
