@@ -122,12 +122,8 @@ fn a_perturbed_weight_fails_parity() {
         .success()
     );
     // Scale one weight blob of chunk2 by 1.5 and record the new bytes in the manifest (as a build
-    // that wrote them would): verify passes, the logits do not. Blob 11 is layer 3's MLP gate
-    // projection (blobs 0–10 are the input norm's gain and zero beta, the q/k/v projections and
-    // norms, o_proj and the post-attention norm's gain). Not blob 0: with RMSNorm's gain folded into
-    // `layer_norm`'s gamma, blob 0 is the input norm's gain alone, and Gemma 4's q/k/v norms make
-    // attention blind to its scale.
-    perturb_blob(&out, "chunk2", MLP_GATE_BLOB);
+    // that wrote them would): verify passes, the logits do not.
+    perturb_blob(&out, "chunk2", MLP_GATE);
     rehash(&out);
     let o = run(&[
         "parity",
@@ -153,22 +149,15 @@ fn rehash(set: &Path) {
     std::fs::write(set.join("manifest.json"), m.to_json().unwrap()).unwrap();
 }
 
-/// Scale the `index`-th (fp32) weight blob of `pkg`'s weight.bin by 1.5 (records: 64-byte header,
-/// then 64-byte-aligned `sentinel, dtype, size, offset` records each followed by its data).
-/// The index in chunk2's `weight.bin` (tiny-e2b, fp32) of layer 3's `gate_proj` weight.
-const MLP_GATE_BLOB: usize = 11;
-
-fn perturb_blob(set: &Path, pkg: &str, index: usize) {
-    let wb = set.join(format!(
-        "{pkg}.mlpackage/Data/com.apple.CoreML/weights/weight.bin"
-    ));
+/// Scale the (fp32) weight blob of the const op `name` in `pkg`'s weight.bin by 1.5 (a record:
+/// `sentinel, dtype, size, offset`, its data at `offset`). The file is replaced, not edited in
+/// place: a prefill package shares its decode twin's `weight.bin` as a hard link, and the change
+/// is meant for this package only.
+fn perturb_blob(set: &Path, pkg: &str, name: &str) {
+    let dir = set.join(format!("{pkg}.mlpackage"));
+    let rec = mlpackage::named_blobs(&dir).unwrap()[name] as usize;
+    let wb = dir.join("Data/com.apple.CoreML/weights/weight.bin");
     let mut b = std::fs::read(&wb).unwrap();
-    let mut rec = 64;
-    for _ in 0..index {
-        let size = u64::from_le_bytes(b[rec + 8..rec + 16].try_into().unwrap()) as usize;
-        let data = u64::from_le_bytes(b[rec + 16..rec + 24].try_into().unwrap()) as usize;
-        rec = (data + size).next_multiple_of(64);
-    }
     assert_eq!(
         u32::from_le_bytes(b[rec + 4..rec + 8].try_into().unwrap()),
         2,
@@ -180,8 +169,15 @@ fn perturb_blob(set: &Path, pkg: &str, index: usize) {
         let v = f32::from_le_bytes(c.try_into().unwrap()) * 1.5;
         c.copy_from_slice(&v.to_le_bytes());
     }
-    std::fs::write(&wb, b).unwrap();
+    let tmp = wb.with_extension("bin.tmp");
+    std::fs::write(&tmp, b).unwrap();
+    std::fs::rename(&tmp, &wb).unwrap();
 }
+
+/// Layer 3's MLP gate projection (chunk2 of tiny-e2b holds layers 3–4). Not the first blob: with
+/// RMSNorm's gain folded into `layer_norm`'s gamma, the input norm's gain alone is rescaled, and
+/// Gemma 4's q/k/v norms make attention blind to its scale.
+const MLP_GATE: &str = "L3_gate_proj_weight";
 
 fn parity_json(m: &str, set: &Path, extra: &[&str]) -> Output {
     let mut a = vec![
@@ -259,9 +255,9 @@ fn prefill_parity_checks_the_batched_prompt_and_the_written_back_caches() {
     assert_eq!(r["tokens"], 4);
 
     // A perturbed prefill chunk: decode-only parity cannot see it, prefill parity fails. (Its
-    // weight file is a copy of chunk2's, byte for byte; the first MLP gate projection is changed in
-    // the prefill package only.)
-    perturb_blob(&whole, "prefill_chunk2", MLP_GATE_BLOB);
+    // weight file is chunk2's, hard-linked; the first MLP gate projection is changed in a copy
+    // that replaces the prefill package's file only.)
+    perturb_blob(&whole, "prefill_chunk2", MLP_GATE);
     rehash(&whole);
     let o = parity_json(&m, &whole, &[]);
     assert!(o.status.success(), "{}", text(&o));

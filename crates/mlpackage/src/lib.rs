@@ -38,7 +38,7 @@ pub use description::{
 };
 pub use error::{DescriptionError, ManifestError, PackageError, ProgramError, WeightsError};
 pub use package::{
-    Package, PackageGroup, WriteOptions, WriteReport, encode_in_memory, read_package,
+    Package, PackageGroup, WriteOptions, WriteReport, encode_in_memory, named_blobs, read_package,
     read_package_from_parts, read_package_spec, referenced_blobs, write_package,
 };
 pub use weights::{BlobReader, BlobRecord, BlobWriter};

@@ -560,6 +560,47 @@ pub fn read_package(pkg: &Path) -> Result<Package, PackageError> {
     decode(&model_path, &bytes, reader.as_ref())
 }
 
+/// The `const` ops of the package at `pkg` whose value is a blob, by op name (the first function
+/// that names it), with the blob's record offset in `weight.bin`: where a named weight is stored.
+pub fn named_blobs(pkg: &Path) -> Result<std::collections::BTreeMap<String, u64>, PackageError> {
+    use coreml_proto::mil_spec as pb;
+    fn block(b: &pb::Block, out: &mut std::collections::BTreeMap<String, u64>) {
+        for op in &b.operations {
+            let blob = op.attributes.get("val").and_then(|v| match &v.value {
+                Some(pb::value::Value::BlobFileValue(b)) => Some(b.offset),
+                _ => None,
+            });
+            let name = op.attributes.get("name").and_then(|v| match &v.value {
+                Some(pb::value::Value::ImmediateValue(i)) => match &i.value {
+                    Some(pb::value::immediate_value::Value::Tensor(t)) => match &t.value {
+                        Some(pb::tensor_value::Value::Strings(s)) => s.values.first().cloned(),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                _ => None,
+            });
+            if let (Some(offset), Some(name), "const") = (blob, name, op.r#type.as_str()) {
+                out.entry(name).or_insert(offset);
+            }
+            op.blocks.iter().for_each(|nested| block(nested, out));
+        }
+    }
+    let model = read_package_spec(pkg)?;
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(model::Type::MlProgram(p)) = &model.r#type {
+        let mut names: Vec<_> = p.functions.keys().collect();
+        names.sort();
+        for n in names {
+            p.functions[n]
+                .block_specializations
+                .values()
+                .for_each(|b| block(b, &mut out));
+        }
+    }
+    Ok(out)
+}
+
 /// The offsets (record offsets into `weight.bin`) of every blob the program of the package at `pkg`
 /// references, in any function, op input or attribute, including nested blocks.
 pub fn referenced_blobs(pkg: &Path) -> Result<std::collections::BTreeSet<u64>, PackageError> {
