@@ -2,7 +2,7 @@
 """Check a Core ML `.mlpackage` (ML Program) with coremltools 9.0, read-only.
 
 Usage: python scripts/validate_mlpackage.py PKG.mlpackage [--materialize] [--allow-fp32-states]
-       [--quiet]
+       [--shared-with TWIN.mlpackage] [--quiet]
 
 Exit status 0 when every check passes, 1 otherwise (each problem is printed as `FAIL: ...`),
 2 for usage errors. The package is never modified: the manifest is parsed here instead of through
@@ -26,7 +26,10 @@ Checks
                64-aligned right after its record, inside the file, padding bits), and every
                BlobFileValue (points at a record, record dtype == proto dtype, size and padding
                match the element count); each blob is read back through coremltools' BlobReader
-               and compared with the file bytes.
+               and compared with the file bytes. Every record must be referenced by the program,
+               or, with --shared-with TWIN (a package written around the same weight file, e.g.
+               the decode chunk a prefill chunk shares it with), by TWIN's program; the two
+               weight files must then be byte-identical.
   pymil        the program is rebuilt with coremltools.converters.mil.frontend.milproto.load
                (type-domain checks and type inference of every op) and the inferred type of every
                op output is compared with the type declared in the proto.
@@ -394,7 +397,8 @@ def read_records(path):
     return data, records
 
 
-def check_weights(model, weights_dir):
+def blob_values_of(model):
+    """(where, value) of every blob-file value the program references."""
     blob_values = []
     prog = model.mlProgram
     for fname, f in prog.functions.items():
@@ -411,6 +415,30 @@ def check_weights(model, weights_dir):
                         if binding.WhichOneof("binding") == "value":
                             walk_values(binding.value, "function %s op %s input %s[%d]"
                                         % (fname, op.type, param, i), blob_values)
+    return blob_values
+
+
+def twin_offsets(twin, data):
+    """Blob offsets the twin package's program references (its weight file must equal ours)."""
+    model_file = os.path.join(twin, "Data", "com.apple.CoreML", "model.mlmodel")
+    weight_file = os.path.join(twin, "Data", "com.apple.CoreML", "weights", "weight.bin")
+    try:
+        model = Model_pb2.Model()
+        with open(model_file, "rb") as f:
+            model.ParseFromString(f.read())
+        with open(weight_file, "rb") as f:
+            same = f.read() == data
+    except Exception as e:  # noqa: BLE001
+        problem("--shared-with %s: %s" % (twin, e))
+        return set()
+    if not same:
+        problem("--shared-with %s: its weights/weight.bin differs from this package's" % twin)
+        return set()
+    return {v.blobFileValue.offset for _, v in blob_values_of(model)}
+
+
+def check_weights(model, weights_dir, twin=None):
+    blob_values = blob_values_of(model)
     path = os.path.join(weights_dir, "weight.bin") if weights_dir else None
     if not blob_values:
         return 0, 0
@@ -475,8 +503,11 @@ def check_weights(model, weights_dir):
                 if not np.array_equal(vals, got):
                     problem("%s: BlobReader values differ from the LSB-first packed bytes" % where)
     unused = set(records) - used
+    if unused and twin is not None:
+        unused -= twin_offsets(twin, data)
     if unused:
-        problem("weight.bin: %d blob records are not referenced by the program" % len(unused))
+        problem("weight.bin: %d blob records are not referenced by the program%s"
+                % (len(unused), "" if twin is None else " nor by " + twin))
     return len(records), len(data)
 
 
@@ -567,6 +598,9 @@ def main():
                     help="also decompress every constexpr_* op")
     ap.add_argument("--allow-fp32-states", action="store_true",
                     help="accept fp32 states (verification builds Core ML would not load)")
+    ap.add_argument("--shared-with", metavar="TWIN",
+                    help="the package whose weight file this one shares: records only TWIN "
+                         "references are accepted")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     pkg = args.package
@@ -594,7 +628,7 @@ def main():
     counts = check_structure(model.mlProgram)
     weights_dir = os.path.join(os.path.dirname(model_file), "weights")
     weights_dir = weights_dir if os.path.isdir(weights_dir) else None
-    blobs, weight_bytes = check_weights(model, weights_dir)
+    blobs, weight_bytes = check_weights(model, weights_dir, args.shared_with)
     compared, materialized = check_pymil(model, weights_dir, args.materialize)
 
     if not args.quiet:

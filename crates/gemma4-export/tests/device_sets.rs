@@ -99,16 +99,29 @@ fn decode_and_prefill_twins_share_byte_identical_weight_files() {
             };
             assert_eq!(sha(&p.decode), sha(&p.prefill), "{what}: manifest hashes");
         }
+        let refs =
+            |c: &str| mlpackage::referenced_blobs(&out.join(format!("{c}.mlpackage"))).unwrap();
         let chunks = m.build.chunks.iter();
         for c in chunks.chain(m.build.prefill_chunks.iter().flatten()) {
-            let refs =
-                mlpackage::referenced_blobs(&out.join(format!("{}.mlpackage", c.name))).unwrap();
-            assert_eq!(
-                refs,
-                records(&out, &c.name),
-                "{what}: {} references exactly the blobs of its weight file",
-                c.name
-            );
+            let (mine, all) = (refs(&c.name), records(&out, &c.name));
+            match want.iter().find(|p| p.prefill == c.name) {
+                // a prefill twin carries its decode chunk's file: the blobs it leaves unused are
+                // exactly the decode function's own (the RoPE matrices of `rope=matmul`), nothing
+                // else
+                Some(p) => {
+                    let decode = refs(&p.decode);
+                    assert!(mine.is_subset(&decode), "{what}: {}", c.name);
+                    let unused: BTreeSet<u64> = all.difference(&mine).copied().collect();
+                    let decode_only: BTreeSet<u64> = decode.difference(&mine).copied().collect();
+                    assert_eq!(unused, decode_only, "{what}: {} unused blobs", c.name);
+                    assert!(unused.len() <= 4, "{what}: {} unused {unused:?}", c.name);
+                }
+                None => assert_eq!(
+                    mine, all,
+                    "{what}: {} references exactly the blobs of its weight file",
+                    c.name
+                ),
+            }
         }
     }
 }
@@ -553,7 +566,17 @@ fn merged_is_the_apps_three_chunk_set_and_loaders_match_the_contract() {
         ("prefill_chunk3", "prefill_chunk3"),
         ("prefill_chunk4", "prefill_chunk4"),
     ] {
+        // the same program, weight values included
         assert_eq!(program(&merged, m), program(&swa4, s), "{m} vs swa4 {s}");
+    }
+    // and the same weight files where both sets write the package beside the same decode chunk
+    // (swa4's prefill_chunk2 / 3 share chunk2's / chunk3's file, with those decode functions' RoPE
+    // matrices in it; merged writes them alone)
+    for (m, s) in [
+        ("chunk1", "chunk1"),
+        ("prefill_chunk1", "prefill_chunk1"),
+        ("prefill_chunk4", "prefill_chunk4"),
+    ] {
         assert!(
             weight_bin(&merged, m) == weight_bin(&swa4, s),
             "{m}: weights"

@@ -794,6 +794,7 @@ fn coremltools_accepts_stateful_sets_with_prefill_functions() {
                     &mlpackage::coremltools_check::CheckOptions {
                         materialize,
                         allow_fp32_states,
+                        shared_with: None,
                     },
                 )
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()));

@@ -401,12 +401,25 @@ fn coremltools_accepts_verify_and_prefill_packages() {
         let out = tmp.path().join("set");
         let report = build(&opts(model, &out, fp32, int4, f), &NoProgress).unwrap();
         assert_eq!(report.packages.len(), 8);
+        // a prefill chunk shares its decode twin's weight file, which also holds the decode
+        // function's own constants (the RoPE matrices): accepted as the twin's, nothing else
+        let shared = chunkset::ChunkSetManifest::read(&out)
+            .unwrap()
+            .build
+            .shared_weights
+            .unwrap();
+        assert!(!shared.is_empty());
         for p in &report.packages {
             let pkg = out.join(format!("{}.mlpackage", p.name));
+            let twin = shared
+                .iter()
+                .find(|s| s.prefill == p.name)
+                .map(|s| out.join(format!("{}.mlpackage", s.decode)));
             mlpackage::coremltools_check::check_package(
                 &pkg,
                 &mlpackage::coremltools_check::CheckOptions {
                     materialize: int4,
+                    shared_with: twin,
                     ..Default::default()
                 },
             )

@@ -61,6 +61,9 @@ pub struct CheckOptions {
     /// Accept fp32 states (`--allow-fp32-states`): verification builds that Core ML would not
     /// load (its states are fp16 only); without it an fp32 state is a failure.
     pub allow_fp32_states: bool,
+    /// The package whose weight file this one shares (`--shared-with`): blob records only that
+    /// package's program references are accepted (the weight files must be byte-identical).
+    pub shared_with: Option<PathBuf>,
 }
 
 /// A passed validation.
@@ -132,6 +135,9 @@ pub fn check_package(package: &Path, options: &CheckOptions) -> Result<CheckRepo
     }
     if options.allow_fp32_states {
         cmd.arg("--allow-fp32-states");
+    }
+    if let Some(twin) = &options.shared_with {
+        cmd.arg("--shared-with").arg(twin);
     }
     let out = cmd.output().map_err(|source| CheckError::Spawn {
         python: python.clone(),

@@ -537,6 +537,20 @@ fn package_group_shares_one_byte_identical_weight_file() {
         )
         .unwrap();
     }
+    // a's file carries c's blobs, unused by a: the validator refuses that, unless told the file
+    // is shared with c (whose program references them); b references none of them, and a
+    // package of another weight file is no twin
+    let strict = check_package(&dests[0], &CheckOptions::default()).unwrap_err();
+    assert!(strict.to_string().contains("not referenced"), "{strict}");
+    let twin = |t: &Path| CheckOptions {
+        shared_with: Some(t.to_path_buf()),
+        ..Default::default()
+    };
+    check_package(&dests[0], &twin(&dests[2])).unwrap();
+    let e = check_package(&dests[0], &twin(&dests[1])).unwrap_err();
+    assert!(e.to_string().contains("nor by"), "{e}");
+    let e = check_package(&dests[0], &twin(&da)).unwrap_err();
+    assert!(e.to_string().contains("differs"), "{e}");
     // nothing else was left in the directory (the temporary weight file is gone)
     assert_eq!(
         entries(tmp.path()),

@@ -179,6 +179,7 @@ pub(crate) fn emit(
         rope_mats: BTreeMap::new(),
     };
     build_masks(&mut b, &mut ctx, per_row)?;
+    super::build_rope_mats(&mut b, &mut ctx)?;
 
     let mut x = ctx.input(names::HIDDEN_STATES)?;
     let mut all: BTreeMap<String, Var> = BTreeMap::new();
