@@ -4,7 +4,8 @@
 #
 #   scripts/parity_full.sh MODEL VARIANT [PRECISION] [WORK_DIR]
 #     MODEL      e2b | e4b               (fixtures/configs/gemma-4-<model>.json; CONFIG=path overrides)
-#     VARIANT    swa4 | merged | …       (any --variant)
+#     VARIANT    swa4 | merged | stateful | …  (any --variant; stateful sets are built with
+#                prefill_b:16 and their prompt goes in 16-row batches, as the engine sends it)
 #     PRECISION  fp32 (default) | fp16   (--nbits 0 either way)
 #     WORK_DIR   default target/parity-full
 #
@@ -68,10 +69,15 @@ fi
 vocab=$("$py" -c "import json,sys; c=json.load(open(sys.argv[1])); print((c.get('text_config') or c)['vocab_size'])" "$config")
 ids=$("$py" -c "import sys; n,v=int(sys.argv[1]),int(sys.argv[2]); print(','.join(['2']+[str(3+(i*7919+13)%(v-3)) for i in range(n-1)]))" "$prompt_len" "$vocab")
 
+case $variant in
+    stateful*) functions="decode,prefill_b:16" ;;
+    *) functions="decode,prefill:$prefill" ;;
+esac
+
 rm -rf "$set_dir"
 t0=$(date +%s.%N)
 nice "$bin" --model "$ckpt" --variant "$variant" --nbits 0 --precision "$precision" --ctx $ctx \
-    --functions "decode,prefill:$prefill" --out "$set_dir" --quiet
+    --functions "$functions" --out "$set_dir" --quiet
 t1=$(date +%s.%N)
 # the reference alone does not depend on the set: one run per checkpoint (kept in WORK_DIR)
 if [ ! -s "$work/$model.run.json" ]; then
@@ -96,7 +102,11 @@ run = json.load(open(f"{work}/{model}.run.json"))
 peak_run = int(open(f"{work}/{model}.run.peak").read()) / 2**20
 peak_par = int(open(f"{work}/{tag}.parity.peak").read()) / 2**20
 per = r["per_position"]
+stateful = tag.split("-")[1].startswith("stateful")
 ranges = [
+    (f"prompt 0..{p-1} in prefill_b16 batches (every row compared)", lambda q: q < p),
+    (f"greedy decode {p}..{p+15}", lambda q: q >= p),
+] if stateful else [
     (f"prefill, position {n-1} (one batched call over 0..{n-1})", lambda q: q == n - 1),
     (f"prompt {n}..{p-1} via decode_q1 (written-back caches, past the window)", lambda q: n <= q < p),
     (f"greedy decode {p}..{p+15}", lambda q: q >= p),
