@@ -337,16 +337,6 @@ pub fn run(args: &FidelityArgs) -> Result<()> {
         }
         .into());
     }
-    if !args.chunks.join("model_config.json").is_file() {
-        return Err(UsageError {
-            flag: "--chunks",
-            reason: format!(
-                "{}: no model_config.json (not a chunk set)",
-                args.chunks.display()
-            ),
-        }
-        .into());
-    }
     if !args.model.join("config.json").is_file() {
         return Err(UsageError {
             flag: "--model",
@@ -357,6 +347,9 @@ pub fn run(args: &FidelityArgs) -> Result<()> {
         }
         .into());
     }
+    // the set passes `verify` first and stays under its shared lock while it is read, as for
+    // `parity` and `bench` (not a set: exit 2; a finding: exit 1 naming the file)
+    let _checked = crate::verify_cmd::check_set(&args.chunks, args.json)?;
     let key = model_key(&args.model)?;
     let reference = load_reference(&args.reference, &key, &args.model)?;
     let k = match args.sequences {

@@ -247,6 +247,29 @@ fn fidelity_refuses_bad_references_with_status_2() {
         assert_eq!(o.status.code(), Some(2), "{want}: {err}");
         assert!(err.contains(want), "expected `{want}` in: {err}");
     }
+    // the set passes `verify` before anything is read: a file the manifest does not list fails it
+    // (exit 1, naming the file); a directory that is no set is a usage error
+    std::fs::write(set.join("stray.bin"), b"x").unwrap();
+    let o = run(&gate, &[]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    assert!(all.contains("stray.bin"), "{all}");
+    let o = bin()
+        .arg("fidelity")
+        .arg("--model")
+        .arg(&model)
+        .arg("--chunks")
+        .arg(tmp.path())
+        .arg("--reference")
+        .arg(&gate)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a chunk set"));
 }
 
 #[test]
