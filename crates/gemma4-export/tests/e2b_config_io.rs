@@ -3,20 +3,8 @@
 
 mod common;
 
-use common::plan_of;
+use common::{name_shapes as table, named as v, plan_of};
 use gemma4_export::{ModelLayout, Variant};
-
-fn table(ins: &[gemma4_export::IoTensor]) -> Vec<(String, Vec<usize>)> {
-    ins.iter()
-        .map(|t| (t.name.clone(), t.shape.clone()))
-        .collect()
-}
-
-fn v(list: &[(&str, &[usize])]) -> Vec<(String, Vec<usize>)> {
-    list.iter()
-        .map(|(n, s)| (n.to_string(), s.to_vec()))
-        .collect()
-}
 
 #[test]
 fn e2b_swa4_chunk_io_matches_the_runtime_contract() {

@@ -6,6 +6,9 @@
 //! Swift runtime allocates them), the KV slot maps, the prefill I/O, and the side-file facts that
 //! do not need weights (`model_config.json` fields, RoPE table widths).
 
+mod common;
+
+use common::{name_shapes as table, named as v};
 use gemma4_export::bundle::side::{SetFacts, model_config, rope_rows};
 use gemma4_export::{ChunkPlan, IoDType, ModelLayout, PlanOptions, Variant};
 
@@ -26,18 +29,6 @@ fn plan(variant: Variant, ctx: usize) -> ChunkPlan {
         },
     )
     .unwrap()
-}
-
-fn table(ins: &[gemma4_export::IoTensor]) -> Vec<(String, Vec<usize>)> {
-    ins.iter()
-        .map(|t| (t.name.clone(), t.shape.clone()))
-        .collect()
-}
-
-fn v(list: &[(&str, &[usize])]) -> Vec<(String, Vec<usize>)> {
-    list.iter()
-        .map(|(n, s)| (n.to_string(), s.to_vec()))
-        .collect()
 }
 
 const C: usize = 2048;

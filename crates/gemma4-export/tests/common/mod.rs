@@ -513,3 +513,17 @@ pub fn e2b_like(
             .collect(),
     }
 }
+
+/// Name and shape of every tensor, in order: an I/O list as the contract tables write it.
+pub fn name_shapes(ts: &[IoTensor]) -> Vec<(String, Vec<usize>)> {
+    ts.iter()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect()
+}
+
+/// [`name_shapes`] of a literal table.
+pub fn named(list: &[(&str, &[usize])]) -> Vec<(String, Vec<usize>)> {
+    list.iter()
+        .map(|(n, s)| (n.to_string(), s.to_vec()))
+        .collect()
+}
