@@ -1,40 +1,11 @@
 //! The build, parity, bench, inspect, compare, assemble and rebuild commands end to end, as a user
 //! types them (spec/cli-contract.md), including the checks failing when they should.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod setkit;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn model(name: &str) -> String {
-    fixtures().join("models").join(name).display().to_string()
-}
-
-fn golden(name: &str) -> String {
-    fixtures()
-        .join("goldens")
-        .join(format!("{name}.safetensors"))
-        .display()
-        .to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma-convert"))
-        .args(args)
-        .env_remove("HF_HUB_OFFLINE")
-        .output()
-        .expect("binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use setkit::{fixtures, golden, json, model, run, text};
+use std::path::Path;
+use std::process::Output;
 
 fn build(m: &str, out: &Path, extra: &[&str]) -> Output {
     let mut a = vec![
@@ -48,10 +19,6 @@ fn build(m: &str, out: &Path, extra: &[&str]) -> Output {
     ];
     a.extend_from_slice(extra);
     run(&a)
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
 }
 
 #[test]

@@ -6,25 +6,12 @@
 //! message must name. `GEMMA_CONVERT_BIN=/path/to/older/gemma-convert` runs it against another
 //! binary.
 
+mod setkit;
+
+use setkit::{copy_dir, fixtures, golden, model, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn model(name: &str) -> String {
-    fixtures().join("models").join(name).display().to_string()
-}
-
-fn golden(name: &str) -> String {
-    fixtures()
-        .join("goldens")
-        .join(format!("{name}.safetensors"))
-        .display()
-        .to_string()
-}
 
 fn bin() -> Command {
     let exe = std::env::var_os("GEMMA_CONVERT_BIN")
@@ -58,26 +45,6 @@ fn run(args: &[String]) -> (Option<i32>, String) {
     }
     let o = child.wait_with_output().unwrap();
     (o.status.code(), text(&o))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// A copy of the tiny-e2b checkpoint with its config edited.

@@ -4,14 +4,12 @@
 //! its write-back and decode steps. The full-size ctx 8192 builds are measured by
 //! `scripts/bench_ctx8k.sh` (docs/PERFORMANCE.md).
 
-use std::path::{Path, PathBuf};
+mod setkit;
+
+use setkit::{fixtures, json, text};
 use std::process::{Command, Output};
 
 const CTX: usize = 8192;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gemma-convert"))
@@ -19,18 +17,6 @@ fn run(args: &[&str]) -> Output {
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .expect("binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
 }
 
 #[test]

@@ -2,39 +2,14 @@
 //! a golden or the graph-weights reference), `parity --turns`, `bench` and `inspect`, and the
 //! usage errors (exit 2, nothing written).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod setkit;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-fn model(name: &str) -> String {
-    fixtures().join("models").join(name).display().to_string()
-}
+use setkit::{fixtures, json, model, run, text};
+use std::path::Path;
+use std::process::Output;
 
 fn golden(file: &str) -> String {
     fixtures().join("goldens").join(file).display().to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma-convert"))
-        .args(args)
-        .env_remove("HF_HUB_OFFLINE")
-        .output()
-        .expect("binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
 }
 
 fn build(m: &str, out: &Path, extra: &[&str]) -> Output {
