@@ -560,34 +560,20 @@ pub fn read_package(pkg: &Path) -> Result<Package, PackageError> {
     decode(&model_path, &bytes, reader.as_ref())
 }
 
-/// The `const` ops of the package at `pkg` whose value is a blob, by op name (the first function
-/// that names it), with the blob's record offset in `weight.bin`: where a named weight is stored.
-pub fn named_blobs(pkg: &Path) -> Result<std::collections::BTreeMap<String, u64>, PackageError> {
+/// Every operation of the program of the package at `pkg` (functions in name order, nested blocks
+/// included), in program order.
+fn for_each_op(
+    pkg: &Path,
+    mut f: impl FnMut(&coreml_proto::mil_spec::Operation),
+) -> Result<(), PackageError> {
     use coreml_proto::mil_spec as pb;
-    fn block(b: &pb::Block, out: &mut std::collections::BTreeMap<String, u64>) {
+    fn block(b: &pb::Block, f: &mut dyn FnMut(&pb::Operation)) {
         for op in &b.operations {
-            let blob = op.attributes.get("val").and_then(|v| match &v.value {
-                Some(pb::value::Value::BlobFileValue(b)) => Some(b.offset),
-                _ => None,
-            });
-            let name = op.attributes.get("name").and_then(|v| match &v.value {
-                Some(pb::value::Value::ImmediateValue(i)) => match &i.value {
-                    Some(pb::value::immediate_value::Value::Tensor(t)) => match &t.value {
-                        Some(pb::tensor_value::Value::Strings(s)) => s.values.first().cloned(),
-                        _ => None,
-                    },
-                    _ => None,
-                },
-                _ => None,
-            });
-            if let (Some(offset), Some(name), "const") = (blob, name, op.r#type.as_str()) {
-                out.entry(name).or_insert(offset);
-            }
-            op.blocks.iter().for_each(|nested| block(nested, out));
+            f(op);
+            op.blocks.iter().for_each(|nested| block(nested, f));
         }
     }
     let model = read_package_spec(pkg)?;
-    let mut out = std::collections::BTreeMap::new();
     if let Some(model::Type::MlProgram(p)) = &model.r#type {
         let mut names: Vec<_> = p.functions.keys().collect();
         names.sort();
@@ -595,9 +581,41 @@ pub fn named_blobs(pkg: &Path) -> Result<std::collections::BTreeMap<String, u64>
             p.functions[n]
                 .block_specializations
                 .values()
-                .for_each(|b| block(b, &mut out));
+                .for_each(|b| block(b, &mut f));
         }
     }
+    Ok(())
+}
+
+/// The record offset of a blob value.
+fn blob_offset(v: &coreml_proto::mil_spec::Value) -> Option<u64> {
+    match &v.value {
+        Some(coreml_proto::mil_spec::value::Value::BlobFileValue(b)) => Some(b.offset),
+        _ => None,
+    }
+}
+
+/// The `const` ops of the package at `pkg` whose value is a blob, by op name (the first function
+/// that names it), with the blob's record offset in `weight.bin`: where a named weight is stored.
+pub fn named_blobs(pkg: &Path) -> Result<std::collections::BTreeMap<String, u64>, PackageError> {
+    use coreml_proto::mil_spec as pb;
+    let mut out = std::collections::BTreeMap::new();
+    for_each_op(pkg, |op| {
+        let blob = op.attributes.get("val").and_then(blob_offset);
+        let name = op.attributes.get("name").and_then(|v| match &v.value {
+            Some(pb::value::Value::ImmediateValue(i)) => match &i.value {
+                Some(pb::value::immediate_value::Value::Tensor(t)) => match &t.value {
+                    Some(pb::tensor_value::Value::Strings(s)) => s.values.first().cloned(),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        });
+        if let (Some(offset), Some(name), "const") = (blob, name, op.r#type.as_str()) {
+            out.entry(name).or_insert(offset);
+        }
+    })?;
     Ok(out)
 }
 
@@ -605,32 +623,16 @@ pub fn named_blobs(pkg: &Path) -> Result<std::collections::BTreeMap<String, u64>
 /// references, in any function, op input or attribute, including nested blocks.
 pub fn referenced_blobs(pkg: &Path) -> Result<std::collections::BTreeSet<u64>, PackageError> {
     use coreml_proto::mil_spec as pb;
-    fn value(v: &pb::Value, out: &mut std::collections::BTreeSet<u64>) {
-        if let Some(pb::value::Value::BlobFileValue(b)) = &v.value {
-            out.insert(b.offset);
-        }
-    }
-    fn block(b: &pb::Block, out: &mut std::collections::BTreeSet<u64>) {
-        for op in &b.operations {
-            op.attributes.values().for_each(|v| value(v, out));
-            for arg in op.inputs.values() {
-                for a in &arg.arguments {
-                    if let Some(pb::argument::binding::Binding::Value(v)) = &a.binding {
-                        value(v, out);
-                    }
+    let mut out = std::collections::BTreeSet::new();
+    for_each_op(pkg, |op| {
+        out.extend(op.attributes.values().filter_map(blob_offset));
+        for arg in op.inputs.values() {
+            for a in &arg.arguments {
+                if let Some(pb::argument::binding::Binding::Value(v)) = &a.binding {
+                    out.extend(blob_offset(v));
                 }
             }
-            op.blocks.iter().for_each(|nested| block(nested, out));
         }
-    }
-    let model = read_package_spec(pkg)?;
-    let mut out = std::collections::BTreeSet::new();
-    if let Some(model::Type::MlProgram(p)) = &model.r#type {
-        for f in p.functions.values() {
-            f.block_specializations
-                .values()
-                .for_each(|b| block(b, &mut out));
-        }
-    }
+    })?;
     Ok(out)
 }
