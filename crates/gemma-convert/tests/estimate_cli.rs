@@ -3,23 +3,11 @@
 //! the times are the calibrated roofline's arithmetic on those bytes; wider caches (ctx) and wider
 //! weights (bit width) cost more, faster memory less; unknown devices are a usage error.
 
+mod setkit;
+
+use setkit::{model, run};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn model(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/models")
-        .join(name)
-        .display()
-        .to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma-convert"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
+use std::process::Output;
 
 fn json(o: &Output) -> serde_json::Value {
     assert!(

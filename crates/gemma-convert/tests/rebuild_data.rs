@@ -2,38 +2,11 @@
 //! line is only shown (a garbled one still rebuilds the same packages), and recorded options that
 //! break the contract are refused naming the field.
 
+mod setkit;
+
+use setkit::{edit_json, model, run, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn model() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/models/tiny-e2b")
-        .display()
-        .to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gemma-convert"))
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn edit_manifest(set: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let p = set.join("manifest.json");
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
+use std::process::Output;
 
 fn rebuild(set: &Path, out: &Path) -> Output {
     run(&[
@@ -49,7 +22,7 @@ fn rebuild(set: &Path, out: &Path) -> Output {
 fn rebuild_reads_the_options_not_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
     let set = tmp.path().join("set");
-    let m = model();
+    let m = model("tiny-e2b");
     let o = run(&[
         "--model",
         &m,
@@ -100,7 +73,7 @@ fn rebuild_reads_the_options_not_the_command_line() {
     assert_eq!(recorded["build"]["variant"]["fw"], 16);
 
     // a garbled command line: the packages rebuild from the recorded options all the same
-    edit_manifest(&set, |v| {
+    edit_json(&set.join("manifest.json"), |v| {
         v["command"] = serde_json::json!(["gemma-convert", "--no-such-flag"]);
     });
     let out: PathBuf = tmp.path().join("again");
@@ -121,7 +94,7 @@ fn recorded_options_off_the_contract_are_refused() {
     let set = tmp.path().join("set");
     let o = run(&[
         "--model",
-        &model(),
+        &model("tiny-e2b"),
         "--ctx",
         "64",
         "--nbits",
@@ -141,7 +114,7 @@ fn recorded_options_off_the_contract_are_refused() {
     let full = tmp.path().join("full");
     let o = run(&[
         "--model",
-        &model(),
+        &model("tiny-e2b"),
         "--ctx",
         "64",
         "--nbits",
@@ -151,7 +124,9 @@ fn recorded_options_off_the_contract_are_refused() {
         "--quiet",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    edit_manifest(&full, |v| v["build"]["nbits"] = 5.into());
+    edit_json(&full.join("manifest.json"), |v| {
+        v["build"]["nbits"] = 5.into()
+    });
     let out = tmp.path().join("y");
     let o = rebuild(&full, &out);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
